@@ -1,0 +1,451 @@
+package fsm
+
+import (
+	"encoding/json"
+	"sort"
+	"sync"
+
+	"github.com/discoverd/discoverd/api"
+)
+
+// Sink receives the events of each applied entry, in log order. It is called
+// with the FSM's write lock held, so it must not block and must not call back
+// into the FSM. The slice is reused after the call returns; the instances and
+// meta the events point to are never modified and may be kept.
+type Sink func(events []api.Event)
+
+// Result is what Apply returns for one entry.
+type Result struct {
+	// Index is the Raft index of the entry.
+	Index uint64
+	// Instance is the stored instance after an add (with its index).
+	Instance *api.Instance
+	// Meta is the stored meta after a meta write.
+	Meta *api.ServiceMeta
+	// Err is a typed *api.Error when the command was rejected; a rejected
+	// command changes nothing.
+	Err error
+}
+
+// FSM is discoverd's replicated state: services, their instances, leaders and
+// meta, and the addresses nodes announce. It is deterministic: the same log
+// gives the same state and the same events on every node.
+type FSM struct {
+	mu       sync.RWMutex
+	services map[string]*service
+	nodes    map[string]api.NodeInfo
+	applied  uint64
+	sink     Sink
+	// events is reused across applies: Apply never allocates a slice of its own
+	// for the events of an entry.
+	events []api.Event
+}
+
+// New returns an empty state machine that reports events to sink (nil for none).
+func New(sink Sink) *FSM {
+	return &FSM{
+		services: make(map[string]*service),
+		nodes:    make(map[string]api.NodeInfo),
+		sink:     sink,
+	}
+}
+
+// ApplyCommand applies one encoded command at a Raft index. Apply (the
+// raft.FSM method) calls it; tests call it directly.
+func (f *FSM) ApplyCommand(index uint64, data []byte) *Result {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	res := &Result{Index: index}
+	if index > f.applied {
+		f.applied = index
+	}
+	f.events = f.events[:0]
+	if len(data) == 0 {
+		res.Err = api.Errorf(api.CodeValidation, "empty command")
+		return res
+	}
+	body := data[1:]
+	switch CommandType(data[0]) {
+	case CmdAddService:
+		var c AddService
+		if res.Err = decode(body, &c); res.Err == nil {
+			res.Err = f.addService(&c)
+		}
+	case CmdRemoveService:
+		var c RemoveService
+		if res.Err = decode(body, &c); res.Err == nil {
+			res.Err = f.removeService(index, &c)
+		}
+	case CmdSetServiceMeta:
+		var c SetServiceMeta
+		if res.Err = decode(body, &c); res.Err == nil {
+			res.Meta, res.Err = f.setServiceMeta(index, &c)
+		}
+	case CmdSetLeader:
+		var c SetLeader
+		if res.Err = decode(body, &c); res.Err == nil {
+			res.Err = f.setLeader(index, &c)
+		}
+	case CmdAddInstance:
+		var c AddInstance
+		if res.Err = decode(body, &c); res.Err == nil {
+			res.Instance, res.Err = f.addInstance(index, &c)
+		}
+	case CmdRemoveInstance:
+		var c RemoveInstance
+		if res.Err = decode(body, &c); res.Err == nil {
+			res.Err = f.removeInstance(index, &c)
+		}
+	case CmdExpireInstances:
+		var c ExpireInstances
+		if res.Err = decode(body, &c); res.Err == nil {
+			f.expireInstances(index, &c)
+		}
+	case CmdSetNode:
+		var c SetNode
+		if res.Err = decode(body, &c); res.Err == nil {
+			if c.Node.Addr == "" {
+				res.Err = api.Errorf(api.CodeValidation, "node addr is empty")
+			} else {
+				f.nodes[c.Node.Addr] = c.Node
+			}
+		}
+	case CmdRemoveNode:
+		var c RemoveNode
+		if res.Err = decode(body, &c); res.Err == nil {
+			delete(f.nodes, c.Addr)
+		}
+	default:
+		res.Err = api.Errorf(api.CodeValidation, "unknown command type %d", data[0])
+	}
+	if len(f.events) > 0 && f.sink != nil {
+		f.sink(f.events)
+	}
+	return res
+}
+
+func decode(body []byte, v any) error {
+	if err := json.Unmarshal(body, v); err != nil {
+		return api.Errorf(api.CodeValidation, "malformed command body: %v", err)
+	}
+	return nil
+}
+
+func (f *FSM) emit(ev api.Event) { f.events = append(f.events, ev) }
+
+func (f *FSM) service(name string) (*service, error) {
+	s, ok := f.services[name]
+	if !ok {
+		return nil, api.Errorf(api.CodeNotFound, "service %q does not exist", name)
+	}
+	return s, nil
+}
+
+func (f *FSM) addService(c *AddService) error {
+	if err := api.ValidateServiceName(c.Service); err != nil {
+		return err
+	}
+	if c.Config.LeaderType == "" {
+		c.Config.LeaderType = api.LeaderTypeOldest
+	}
+	if err := api.ValidateLeaderType(c.Config.LeaderType); err != nil {
+		return err
+	}
+	if _, ok := f.services[c.Service]; ok {
+		return api.Errorf(api.CodeExists, "service %q already exists", c.Service)
+	}
+	f.services[c.Service] = newService(c.Service, c.Config)
+	return nil
+}
+
+func (f *FSM) removeService(index uint64, c *RemoveService) error {
+	s, err := f.service(c.Service)
+	if err != nil {
+		return err
+	}
+	hadLeader := s.leader() != nil
+	for _, inst := range s.instances() {
+		f.emit(api.Event{Service: s.name, Kind: api.EventDown, Instance: inst, Index: index})
+	}
+	if hadLeader {
+		f.emit(api.Event{Service: s.name, Kind: api.EventLeader, Index: index})
+	}
+	delete(f.services, c.Service)
+	return nil
+}
+
+func (f *FSM) setServiceMeta(index uint64, c *SetServiceMeta) (*api.ServiceMeta, error) {
+	s, err := f.service(c.Service)
+	if err != nil {
+		return nil, err
+	}
+	if !json.Valid(c.Meta.Data) {
+		return nil, api.Errorf(api.CodeValidation, "service meta data is not valid JSON")
+	}
+	switch {
+	case s.meta == nil && c.Meta.Index != 0:
+		return nil, api.Errorf(api.CodePreconditionFailed, "service %q has no meta; write it with index 0 to create it", c.Service)
+	case s.meta != nil && c.Meta.Index == 0:
+		return nil, api.Errorf(api.CodeExists, "service %q already has meta (index %d)", c.Service, s.meta.Index)
+	case s.meta != nil && c.Meta.Index != s.meta.Index:
+		return nil, api.Errorf(api.CodePreconditionFailed, "service %q meta index is %d, not %d", c.Service, s.meta.Index, c.Meta.Index)
+	}
+	meta := &api.ServiceMeta{Data: c.Meta.Data, Index: index}
+	s.meta = meta
+	f.emit(api.Event{Service: s.name, Kind: api.EventServiceMeta, ServiceMeta: meta, Index: index})
+	return meta, nil
+}
+
+func (f *FSM) setLeader(index uint64, c *SetLeader) error {
+	s, err := f.service(c.Service)
+	if err != nil {
+		return err
+	}
+	if s.config.LeaderType != api.LeaderTypeManual {
+		return api.Errorf(api.CodeValidation, "service %q chooses its leader by %q; only a manual service takes a leader by hand", c.Service, s.config.LeaderType)
+	}
+	inst := s.get(c.ID)
+	if inst == nil {
+		return api.Errorf(api.CodeNotFound, "instance %q of service %q does not exist", c.ID, c.Service)
+	}
+	if s.manualLeader == c.ID {
+		return nil
+	}
+	s.manualLeader = c.ID
+	f.emit(api.Event{Service: s.name, Kind: api.EventLeader, Instance: inst, Index: index})
+	return nil
+}
+
+func (f *FSM) addInstance(index uint64, c *AddInstance) (*api.Instance, error) {
+	s, err := f.service(c.Service)
+	if err != nil {
+		return nil, err
+	}
+	in := c.Instance
+	if err := api.PrepareInstance(&in, ""); err != nil {
+		return nil, err
+	}
+	old := s.get(in.ID)
+	if old != nil && old.SameRegistration(&in) {
+		return old, nil
+	}
+	prevLeader := s.leader()
+	inst := &in
+	kind := api.EventUp
+	if old != nil {
+		inst.Index = old.Index
+		kind = api.EventUpdate
+	} else {
+		inst.Index = index
+	}
+	s.put(inst)
+	f.emit(api.Event{Service: s.name, Kind: kind, Instance: inst, Index: index})
+	f.leaderChange(s, prevLeader, index)
+	return inst, nil
+}
+
+// leaderChange emits a leader event when the service's leader is no longer
+// prev. An update of the leader instance itself is an update event, not a
+// new leadership.
+func (f *FSM) leaderChange(s *service, prev *api.Instance, index uint64) {
+	cur := s.leader()
+	if cur == nil && prev == nil {
+		return
+	}
+	if cur != nil && prev != nil && cur.ID == prev.ID && cur.Index == prev.Index {
+		return
+	}
+	f.emit(api.Event{Service: s.name, Kind: api.EventLeader, Instance: cur, Index: index})
+}
+
+func (f *FSM) removeInstance(index uint64, c *RemoveInstance) error {
+	s, err := f.service(c.Service)
+	if err != nil {
+		return err
+	}
+	prevLeader := s.leader()
+	inst := s.remove(c.ID)
+	if inst == nil {
+		return api.Errorf(api.CodeNotFound, "instance %q of service %q does not exist", c.ID, c.Service)
+	}
+	f.emit(api.Event{Service: s.name, Kind: api.EventDown, Instance: inst, Index: index})
+	f.leaderChange(s, prevLeader, index)
+	return nil
+}
+
+// expireInstances removes the instances that are still the registrations the
+// expiry check saw. An instance already gone or registered anew since is
+// skipped, not an error: the batch as a whole always applies.
+func (f *FSM) expireInstances(index uint64, c *ExpireInstances) {
+	prevLeaders := make(map[*service]*api.Instance)
+	var touched []*service
+	for _, e := range c.Instances {
+		s, ok := f.services[e.Service]
+		if !ok {
+			continue
+		}
+		inst := s.get(e.ID)
+		if inst == nil || inst.Index != e.Index {
+			continue
+		}
+		if _, seen := prevLeaders[s]; !seen {
+			prevLeaders[s] = s.leader()
+			touched = append(touched, s)
+		}
+		s.remove(e.ID)
+		f.emit(api.Event{Service: s.name, Kind: api.EventDown, Instance: inst, Index: index})
+	}
+	for _, s := range touched {
+		f.leaderChange(s, prevLeaders[s], index)
+	}
+}
+
+// AppliedIndex is the index of the last entry applied (or restored).
+func (f *FSM) AppliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.applied
+}
+
+// Services returns the names of all services, sorted.
+func (f *FSM) Services() []string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]string, 0, len(f.services))
+	for name := range f.services {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ServiceConfig returns a service's config.
+func (f *FSM) ServiceConfig(name string) (api.ServiceConfig, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s, err := f.service(name)
+	if err != nil {
+		return api.ServiceConfig{}, err
+	}
+	return s.config, nil
+}
+
+// Instances returns a service's instances in order of index. The instances
+// are shared and must not be modified.
+func (f *FSM) Instances(name string) ([]*api.Instance, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s, err := f.service(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.instances(), nil
+}
+
+// Instance returns one instance; a nil instance with a nil error means the
+// service exists and the instance does not.
+func (f *FSM) Instance(name, id string) (*api.Instance, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s, err := f.service(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.get(id), nil
+}
+
+// Leader returns a service's leader, nil when it has none.
+func (f *FSM) Leader(name string) (*api.Instance, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s, err := f.service(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.leader(), nil
+}
+
+// ServiceMeta returns a service's meta, nil when it has none.
+func (f *FSM) ServiceMeta(name string) (*api.ServiceMeta, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s, err := f.service(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.meta, nil
+}
+
+// Nodes returns every node's announcement, sorted by address.
+func (f *FSM) Nodes() []api.NodeInfo {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]api.NodeInfo, 0, len(f.nodes))
+	for _, n := range f.nodes {
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Addr < out[j].Addr })
+	return out
+}
+
+// ForEachInstance calls fn for every instance of every service, under the
+// read lock: fn must be quick and must not call into the FSM.
+func (f *FSM) ForEachInstance(fn func(service string, inst *api.Instance)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for name, s := range f.services {
+		for _, inst := range s.order[s.head:] {
+			if inst != nil {
+				fn(name, inst)
+			}
+		}
+	}
+}
+
+// CurrentState returns a service's state as the events that open a stream:
+// one up per instance (in order of index), then leader, then service_meta
+// (when the service has meta), then current. The index of each is the
+// applied index.
+//
+// While it runs, call holds the read lock, so nothing is applied between the
+// state read here and whatever call does with it: this is how a subscriber
+// joins the event stream with no gap and no duplicate.
+func (f *FSM) CurrentState(name string, kinds api.KindMask, call func(prelude []api.Event)) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s, err := f.service(name)
+	if err != nil {
+		return err
+	}
+	call(f.prelude(s, kinds))
+	return nil
+}
+
+func (f *FSM) prelude(s *service, kinds api.KindMask) []api.Event {
+	var out []api.Event
+	idx := f.applied
+	if kinds.Has(api.EventUp) {
+		out = make([]api.Event, 0, len(s.byID)+3)
+		for _, inst := range s.order[s.head:] {
+			if inst != nil {
+				out = append(out, api.Event{Service: s.name, Kind: api.EventUp, Instance: inst, Index: idx})
+			}
+		}
+	}
+	if kinds.Has(api.EventLeader) {
+		out = append(out, api.Event{Service: s.name, Kind: api.EventLeader, Instance: s.leader(), Index: idx})
+	}
+	if kinds.Has(api.EventServiceMeta) && s.meta != nil {
+		out = append(out, api.Event{Service: s.name, Kind: api.EventServiceMeta, ServiceMeta: s.meta, Index: idx})
+	}
+	out = append(out, api.Event{Service: s.name, Kind: api.EventCurrent, Index: idx})
+	return out
+}
+
+// Locked runs fn with the read lock held, so that nothing is applied while fn
+// runs. fn must not call into the FSM.
+func (f *FSM) Locked(fn func()) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn()
+}
