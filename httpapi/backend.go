@@ -45,13 +45,6 @@ type Backend interface {
 	Status() api.Status
 }
 
-// Stream is an open event subscription.
-type Stream interface {
-	// Events yields the events; it is closed when the stream ends.
-	Events() <-chan api.Event
-	// Err says why the stream ended: nil after Close, otherwise an error such
-	// as the subscriber having fallen too far behind or the node shutting down.
-	Err() error
-	// Close ends the stream and releases it.
-	Close()
-}
+// Stream is an open event subscription (defined in api, so the node can
+// return one without importing this package).
+type Stream = api.Stream

@@ -1,0 +1,151 @@
+package node
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// raftConnByte opens every Raft connection. HTTP requests start with an ASCII
+// method name and TLS with 0x16, so one byte tells the protocols apart and a
+// node needs one port for both, as in the original discoverd.
+const raftConnByte = 0xd1
+
+// firstByteTimeout bounds how long an accepted connection may stay silent
+// before it is dropped, so idle connections cannot pile up unclassified.
+const firstByteTimeout = 10 * time.Second
+
+// portMux accepts connections on the node's one port and hands each to the
+// HTTP listener or the Raft stream layer by its first byte.
+type portMux struct {
+	ln        net.Listener
+	advertise net.Addr
+	http      *chanListener
+	raft      *chanListener
+	closeOnce sync.Once
+}
+
+func newPortMux(ln net.Listener, advertise net.Addr) *portMux {
+	m := &portMux{
+		ln:        ln,
+		advertise: advertise,
+		http:      newChanListener(ln.Addr()),
+		raft:      newChanListener(advertise),
+	}
+	go m.serve()
+	return m
+}
+
+func (m *portMux) serve() {
+	for {
+		conn, err := m.ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			m.close()
+			return
+		}
+		go m.route(conn)
+	}
+}
+
+func (m *portMux) route(conn net.Conn) {
+	br := bufio.NewReaderSize(conn, 1024)
+	conn.SetReadDeadline(time.Now().Add(firstByteTimeout))
+	b, err := br.Peek(1)
+	conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		conn.Close()
+		return
+	}
+	if b[0] == raftConnByte {
+		br.Discard(1)
+		m.raft.deliver(&peekedConn{Conn: conn, r: br})
+		return
+	}
+	m.http.deliver(&peekedConn{Conn: conn, r: br})
+}
+
+func (m *portMux) close() {
+	m.closeOnce.Do(func() {
+		m.ln.Close()
+		m.http.Close()
+		m.raft.Close()
+	})
+}
+
+// peekedConn is a connection whose first bytes were read into r.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// chanListener is a net.Listener fed by the mux.
+type chanListener struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, conns: make(chan net.Conn, 64), done: make(chan struct{})}
+}
+
+func (l *chanListener) deliver(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.closed.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// raftStream is the raft.StreamLayer over the shared port.
+type raftStream struct {
+	*chanListener
+}
+
+func (s raftStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	conn, err := net.DialTimeout("tcp", string(address), timeout)
+	if err != nil {
+		return nil, err
+	}
+	conn.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := conn.Write([]byte{raftConnByte}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.SetWriteDeadline(time.Time{})
+	return conn, nil
+}
+
+// advertisedAddr is a net.Addr that is a host:port string, which is what
+// the Raft transport reports as this node's address.
+type advertisedAddr string
+
+func (a advertisedAddr) Network() string { return "tcp" }
+func (a advertisedAddr) String() string  { return string(a) }

@@ -1,0 +1,201 @@
+package node
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/discoverd/discoverd/api"
+	"github.com/rs/zerolog"
+)
+
+func startNode(t *testing.T, dir, addr string) *Node {
+	t.Helper()
+	n, err := New(Config{
+		DataDir:             dir,
+		Addr:                addr,
+		InstanceTTL:         300 * time.Millisecond,
+		ExpiryCheckInterval: 50 * time.Millisecond,
+		Log:                 zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := waitIsLeader(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func waitIsLeader(ctx context.Context, n *Node) error {
+	for !n.IsLeader() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func instance(addr string) *api.Instance {
+	inst := &api.Instance{Addr: addr, Proto: "http"}
+	if err := api.PrepareInstance(inst, ""); err != nil {
+		panic(err)
+	}
+	return inst
+}
+
+func TestSingleNodeLeadsWithinASecond(t *testing.T) {
+	start := time.Now()
+	n, err := New(Config{DataDir: t.TempDir(), Addr: "127.0.0.1:0", Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := waitIsLeader(ctx, n); err != nil {
+		t.Fatalf("not leader %v after start: %v", time.Since(start), err)
+	}
+}
+
+func TestHeartbeatOfUnchangedInstanceWritesNothing(t *testing.T) {
+	n := startNode(t, t.TempDir(), "127.0.0.1:0")
+	ctx := context.Background()
+	if _, err := n.AddService(ctx, "web", api.ServiceConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := n.Heartbeat(ctx, "web", instance("10.0.0.1:80"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := n.AppliedIndex()
+	for i := 0; i < 100; i++ {
+		got, err := n.Heartbeat(ctx, "web", instance("10.0.0.1:80"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Index != first.Index {
+			t.Fatalf("heartbeat changed the instance index from %d to %d", first.Index, got.Index)
+		}
+	}
+	if after := n.AppliedIndex(); after != before {
+		t.Fatalf("heartbeats of an unchanged instance moved the applied index from %d to %d", before, after)
+	}
+	if _, err := n.Heartbeat(ctx, "nope", instance("10.0.0.1:80")); !api.IsCode(err, api.CodeNotFound) {
+		t.Fatalf("heartbeat to an unknown service: got %v, want object_not_found", err)
+	}
+}
+
+func TestExpiryEmitsDownAndLeader(t *testing.T) {
+	n := startNode(t, t.TempDir(), "127.0.0.1:0")
+	ctx := context.Background()
+	n.AddService(ctx, "web", api.ServiceConfig{})
+	a, _ := n.Heartbeat(ctx, "web", instance("10.0.0.1:80"))
+	b, _ := n.Heartbeat(ctx, "web", instance("10.0.0.2:80"))
+	sub, err := n.Subscribe("web", api.AllKinds, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	// Keep b alive; let a (the leader) expire.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+				n.Heartbeat(ctx, "web", instance("10.0.0.2:80"))
+			}
+		}
+	}()
+	deadline := time.After(300*time.Millisecond + 2*50*time.Millisecond + 500*time.Millisecond)
+	var sawDown, sawLeader bool
+	for !(sawDown && sawLeader) {
+		select {
+		case ev := <-sub.Events():
+			if ev.Kind == api.EventDown {
+				if ev.Instance.ID != a.ID {
+					t.Fatalf("expired %s, want only %s", ev.Instance.ID, a.ID)
+				}
+				sawDown = true
+			}
+			if ev.Kind == api.EventLeader && sawDown {
+				if ev.Instance == nil || ev.Instance.ID != b.ID {
+					t.Fatalf("leader after expiry: %+v, want %s", ev.Instance, b.ID)
+				}
+				sawLeader = true
+			}
+		case <-deadline:
+			t.Fatalf("no down+leader within TTL+2*interval (+slack): down=%v leader=%v", sawDown, sawLeader)
+		}
+	}
+}
+
+func TestRestartRecoversState(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, dir, "127.0.0.1:0")
+	addr := n.Addr()
+	ctx := context.Background()
+	n.AddService(ctx, "web", api.ServiceConfig{})
+	inst, err := n.Heartbeat(ctx, "web", instance("10.0.0.1:80"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := n.SetServiceMeta(ctx, "web", &api.ServiceMeta{Data: []byte(`{"v":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n2 := startNode(t, dir, addr)
+	got, err := n2.Instances("web")
+	if err != nil || len(got) != 1 || got[0].ID != inst.ID || got[0].Index != inst.Index {
+		t.Fatalf("after restart instances = %v, %v; want [%v]", got, err, inst)
+	}
+	m, err := n2.ServiceMeta("web")
+	if err != nil || m == nil || m.Index != meta.Index || string(m.Data) != `{"v":1}` {
+		t.Fatalf("after restart meta = %+v, %v; want %+v", m, err, meta)
+	}
+}
+
+func TestSlowSubscriberIsClosedNotBlocking(t *testing.T) {
+	n := startNode(t, t.TempDir(), "127.0.0.1:0")
+	ctx := context.Background()
+	n.AddService(ctx, "web", api.ServiceConfig{})
+	sub, err := n.Subscribe("web", api.AllKinds, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Never read: the writes below must all be acknowledged anyway.
+	for i := 0; i < subscriberBuffer+50; i++ {
+		if _, err := n.SetServiceMeta(ctx, "web", &api.ServiceMeta{Data: []byte(`1`), Index: metaIndex(n)}); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	received := 0
+	for range sub.Events() {
+		received++
+	}
+	if !api.IsCode(sub.Err(), api.CodeUnavailable) || sub.Err() != ErrSlowSubscriber {
+		t.Fatalf("slow subscriber ended with %v, want ErrSlowSubscriber", sub.Err())
+	}
+	if received == 0 {
+		t.Fatal("the slow subscriber got no events before it was closed")
+	}
+}
+
+func metaIndex(n *Node) uint64 {
+	m, _ := n.ServiceMeta("web")
+	if m == nil {
+		return 0
+	}
+	return m.Index
+}

@@ -1,0 +1,229 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/discoverd/discoverd/api"
+	"github.com/discoverd/discoverd/fsm"
+	"github.com/hashicorp/raft"
+)
+
+// defaultApplyTimeout bounds a write whose context has no deadline.
+const defaultApplyTimeout = 10 * time.Second
+
+// apply appends a command to the Raft log and waits for the state machine's
+// answer. Only a result from an applied entry is returned without error, so
+// a write is acknowledged only once it is committed.
+func (n *Node) apply(ctx context.Context, t fsm.CommandType, body any) (*fsm.Result, error) {
+	cmd, err := fsm.Encode(t, body)
+	if err != nil {
+		return nil, api.Errorf(api.CodeValidation, "encoding %s: %v", t, err)
+	}
+	return n.applyEncoded(ctx, cmd)
+}
+
+func (n *Node) applyEncoded(ctx context.Context, cmd []byte) (*fsm.Result, error) {
+	if n.raft.State() != raft.Leader {
+		return nil, n.noLeaderError()
+	}
+	timeout := defaultApplyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+		if timeout <= 0 {
+			return nil, api.Errorf(api.CodeUnavailable, "request deadline passed before the write was sent")
+		}
+	}
+	f := n.raft.Apply(cmd, timeout)
+	if err := f.Error(); err != nil {
+		return nil, raftError(err)
+	}
+	res, ok := f.Response().(*fsm.Result)
+	if !ok {
+		return nil, api.Errorf(api.CodeUnknown, "unexpected apply response %T", f.Response())
+	}
+	return res, res.Err
+}
+
+func (n *Node) noLeaderError() error {
+	addr, _ := n.raft.LeaderWithID()
+	if addr == "" {
+		return api.Errorf(api.CodeUnavailable, "no raft leader is known to this node")
+	}
+	return api.Errorf(api.CodeUnavailable, "this node is not the raft leader (the leader is %s)", addr)
+}
+
+// raftError maps Raft's errors to API errors. Every one of them leaves the
+// write unacknowledged; the caller may retry.
+func raftError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return api.Errorf(api.CodeUnavailable, "raft leadership changed during the write: %v", err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return api.Errorf(api.CodeUnavailable, "the node is shutting down")
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return api.Errorf(api.CodeUnavailable, "the raft log is overloaded: %v", err)
+	}
+	return api.Errorf(api.CodeUnavailable, "raft: %v", err)
+}
+
+// AddService creates a service.
+func (n *Node) AddService(ctx context.Context, name string, cfg api.ServiceConfig) (uint64, error) {
+	res, err := n.apply(ctx, fsm.CmdAddService, &fsm.AddService{Service: name, Config: cfg})
+	if err != nil {
+		return 0, err
+	}
+	return res.Index, nil
+}
+
+// RemoveService removes a service with its instances, meta and leader.
+func (n *Node) RemoveService(ctx context.Context, name string) (uint64, error) {
+	res, err := n.apply(ctx, fsm.CmdRemoveService, &fsm.RemoveService{Service: name})
+	if err != nil {
+		return 0, err
+	}
+	return res.Index, nil
+}
+
+// Heartbeat registers inst if it is new or changed, and otherwise only
+// refreshes its heartbeat time without touching the Raft log. inst must
+// already be validated (api.PrepareInstance). Both transports call it.
+func (n *Node) Heartbeat(ctx context.Context, service string, inst *api.Instance) (*api.Instance, error) {
+	if !n.inContact() {
+		return nil, n.noLeaderError()
+	}
+	stored, err := n.fsm.Instance(service, inst.ID)
+	if err != nil {
+		return nil, err
+	}
+	if stored != nil && stored.SameRegistration(inst) {
+		n.heartbeats.touch(hbKey{service, stored.ID}, time.Now().UnixNano())
+		return stored, nil
+	}
+	res, err := n.apply(ctx, fsm.CmdAddInstance, &fsm.AddInstance{Service: service, Instance: *inst})
+	if err != nil {
+		return nil, err
+	}
+	n.heartbeats.touch(hbKey{service, res.Instance.ID}, time.Now().UnixNano())
+	return res.Instance, nil
+}
+
+// inContact reports whether this node may accept a heartbeat: it leads, or
+// it heard from a leader within the election timeout. Otherwise a client is
+// told to go elsewhere rather than believe it is alive.
+func (n *Node) inContact() bool {
+	switch n.raft.State() {
+	case raft.Leader:
+		return true
+	case raft.Follower:
+		return time.Since(n.raft.LastContact()) < n.cfg.RaftHeartbeatTimeout
+	}
+	return false
+}
+
+// Deregister removes an instance.
+func (n *Node) Deregister(ctx context.Context, service, id string) (uint64, error) {
+	res, err := n.apply(ctx, fsm.CmdRemoveInstance, &fsm.RemoveInstance{Service: service, ID: id})
+	if err != nil {
+		return 0, err
+	}
+	return res.Index, nil
+}
+
+// SetLeader sets the leader of a manual service.
+func (n *Node) SetLeader(ctx context.Context, service, id string) (uint64, error) {
+	res, err := n.apply(ctx, fsm.CmdSetLeader, &fsm.SetLeader{Service: service, ID: id})
+	if err != nil {
+		return 0, err
+	}
+	return res.Index, nil
+}
+
+// SetServiceMeta writes a service's meta, compare-and-set on meta.Index.
+func (n *Node) SetServiceMeta(ctx context.Context, service string, meta *api.ServiceMeta) (*api.ServiceMeta, error) {
+	res, err := n.apply(ctx, fsm.CmdSetServiceMeta, &fsm.SetServiceMeta{Service: service, Meta: *meta})
+	if err != nil {
+		return nil, err
+	}
+	return res.Meta, nil
+}
+
+// Consistent returns once the local state holds every write acknowledged
+// before the call: on the leader, after confirming it still leads.
+func (n *Node) Consistent(ctx context.Context) error {
+	if n.raft.State() != raft.Leader {
+		return n.noLeaderError()
+	}
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return raftError(err)
+	}
+	return nil
+}
+
+// Services lists the service names.
+func (n *Node) Services() []string { return n.fsm.Services() }
+
+// Instances lists a service's instances in order of index.
+func (n *Node) Instances(service string) ([]*api.Instance, error) { return n.fsm.Instances(service) }
+
+// Leader returns a service's leader (nil for none).
+func (n *Node) Leader(service string) (*api.Instance, error) { return n.fsm.Leader(service) }
+
+// ServiceMeta returns a service's meta (nil for none).
+func (n *Node) ServiceMeta(service string) (*api.ServiceMeta, error) {
+	return n.fsm.ServiceMeta(service)
+}
+
+// AppliedIndex is the index of the last entry the state machine applied.
+func (n *Node) AppliedIndex() uint64 { return n.raft.AppliedIndex() }
+
+// Subscribe opens a stream of one service's events; see httpapi.Backend.
+func (n *Node) Subscribe(service string, kinds api.KindMask, lastEventID uint64, resume bool) (api.Stream, error) {
+	kinds |= api.Mask(api.EventCurrent, api.EventResync)
+	var sub *Subscription
+	err := n.fsm.CurrentState(service, kinds, func(prelude []api.Event) {
+		sub = n.hub.add(service, kinds, func(since func(uint64) ([]api.Event, bool)) []api.Event {
+			if !resume {
+				return prelude
+			}
+			if missed, ok := since(lastEventID); ok {
+				return missed
+			}
+			idx := uint64(0)
+			if len(prelude) > 0 {
+				idx = prelude[0].Index
+			}
+			return append([]api.Event{{Service: service, Kind: api.EventResync, Index: idx}}, prelude...)
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sub, nil
+}
+
+// Status describes the node.
+func (n *Node) Status() api.Status {
+	addr, _ := n.raft.LeaderWithID()
+	return api.Status{
+		Role:         roleName(n.raft.State()),
+		Addr:         n.advertise,
+		Leader:       string(addr),
+		AppliedIndex: n.raft.AppliedIndex(),
+		Healthy:      addr != "",
+	}
+}
+
+func roleName(s raft.RaftState) string {
+	switch s {
+	case raft.Leader:
+		return "leader"
+	case raft.Follower:
+		return "follower"
+	case raft.Candidate:
+		return "candidate"
+	}
+	return "shutdown"
+}

@@ -1,0 +1,210 @@
+package node
+
+import (
+
+	"sync"
+
+	"github.com/discoverd/discoverd/api"
+)
+
+// Errors a stream can end with.
+var (
+	// ErrSlowSubscriber ends a stream whose reader fell so far behind that its
+	// buffer filled: Apply never waits for a subscriber.
+	ErrSlowSubscriber = api.Errorf(api.CodeUnavailable, "event stream closed: the subscriber fell behind by more than %d events; reconnect to resync", subscriberBuffer)
+	// ErrShutdown ends every stream when the node shuts down.
+	ErrShutdown = api.Errorf(api.CodeUnavailable, "event stream closed: the node is shutting down")
+)
+
+// subscriberBuffer is how many live events a subscriber may fall behind
+// before it is closed.
+const subscriberBuffer = 1024
+
+// historySize is how many recent events a node keeps for streams that resume
+// with Last-Event-ID.
+const historySize = 8192
+
+// Subscription is one open stream of a service's events.
+type Subscription struct {
+	hub     *hub
+	service string
+	kinds   api.KindMask
+	ch      chan api.Event
+	mu      sync.Mutex
+	closed  bool
+	err     error
+}
+
+// Events yields the stream's events; it is closed when the stream ends.
+func (s *Subscription) Events() <-chan api.Event { return s.ch }
+
+// Err says why the stream ended (nil when it was closed by its reader).
+func (s *Subscription) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Close ends the stream.
+func (s *Subscription) Close() { s.hub.remove(s, nil) }
+
+// send delivers ev without ever blocking; it reports false when the
+// subscriber is full (and must be closed) or already closed.
+func (s *Subscription) send(ev api.Event) bool {
+	select {
+	case s.ch <- ev:
+		return true
+	default:
+		return false
+	}
+}
+
+// hub fans applied events out to subscriptions and keeps recent history.
+// It is driven by the state machine's sink, under the FSM's write lock, so
+// events reach every subscriber in log order and a new subscription can be
+// added atomically with the state read that opens it.
+type hub struct {
+	mu   sync.RWMutex
+	subs map[string]map[*Subscription]struct{}
+	// all receives every event of every service (the NATS publisher).
+	all []func(*api.Event)
+
+	// history is a ring of the last historySize events; floor is the index at
+	// or below which events may be missing from it.
+	history []api.Event
+	next    int
+	full    bool
+	floor   uint64
+}
+
+func newHub() *hub {
+	return &hub{subs: make(map[string]map[*Subscription]struct{}), history: make([]api.Event, historySize)}
+}
+
+// publish is called from the FSM sink with the events of one entry.
+func (h *hub) publish(events []api.Event, restored bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := range events {
+		ev := &events[i]
+		if restored {
+			// A restore's events stand for history this node never saw, so no
+			// stream may resume from before them.
+			if ev.Index > h.floor {
+				h.floor = ev.Index
+			}
+		} else {
+			h.record(ev)
+		}
+		for _, fn := range h.all {
+			fn(ev)
+		}
+		for sub := range h.subs[ev.Service] {
+			if !sub.kinds.Has(ev.Kind) {
+				continue
+			}
+			if !sub.send(*ev) {
+				h.closeLocked(sub, ErrSlowSubscriber)
+			}
+		}
+	}
+}
+
+func (h *hub) record(ev *api.Event) {
+	if h.full {
+		if old := h.history[h.next].Index; old > h.floor {
+			h.floor = old
+		}
+	}
+	h.history[h.next] = *ev
+	h.next++
+	if h.next == len(h.history) {
+		h.next = 0
+		h.full = true
+	}
+}
+
+// since returns the held events of service after index, or false when some
+// may be missing.
+func (h *hub) since(service string, kinds api.KindMask, index uint64) ([]api.Event, bool) {
+	if index < h.floor {
+		return nil, false
+	}
+	var out []api.Event
+	collect := func(evs []api.Event) {
+		for i := range evs {
+			if ev := &evs[i]; ev.Index > index && ev.Service == service && kinds.Has(ev.Kind) {
+				out = append(out, *ev)
+			}
+		}
+	}
+	if h.full {
+		collect(h.history[h.next:])
+	}
+	collect(h.history[:h.next])
+	return out, true
+}
+
+// add registers a subscription whose first events are initial. The caller
+// holds the FSM read lock, so no event is published between the state read
+// that made initial and this registration.
+func (h *hub) add(service string, kinds api.KindMask, initial func(resumeOK func(uint64) ([]api.Event, bool)) []api.Event) *Subscription {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	first := initial(func(index uint64) ([]api.Event, bool) { return h.since(service, kinds, index) })
+	sub := &Subscription{hub: h, service: service, kinds: kinds, ch: make(chan api.Event, len(first)+subscriberBuffer)}
+	for _, ev := range first {
+		sub.ch <- ev
+	}
+	m := h.subs[service]
+	if m == nil {
+		m = make(map[*Subscription]struct{})
+		h.subs[service] = m
+	}
+	m[sub] = struct{}{}
+	return sub
+}
+
+func (h *hub) remove(sub *Subscription, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closeLocked(sub, err)
+}
+
+func (h *hub) closeLocked(sub *Subscription, err error) {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if sub.closed {
+		return
+	}
+	sub.closed = true
+	sub.err = err
+	close(sub.ch)
+	if m := h.subs[sub.service]; m != nil {
+		delete(m, sub)
+		if len(m) == 0 {
+			delete(h.subs, sub.service)
+		}
+	}
+}
+
+// closeAll ends every stream with err.
+func (h *hub) closeAll(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, m := range h.subs {
+		for sub := range m {
+			h.closeLocked(sub, err)
+		}
+	}
+}
+
+// onEvent adds a callback that sees every event of every service, in log
+// order, from the sink. It must not block.
+func (h *hub) onEvent(fn func(*api.Event)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.all = append(h.all, fn)
+}
+
+
