@@ -298,3 +298,7 @@ func (n *Node) Close() error {
 	})
 	return err
 }
+
+// EndStreams closes every event stream with ErrShutdown, so that a server
+// shutting down is not held open by long-lived SSE responses.
+func (n *Node) EndStreams() { n.hub.closeAll(ErrShutdown) }

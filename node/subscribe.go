@@ -1,7 +1,6 @@
 package node
 
 import (
-
 	"sync"
 
 	"github.com/discoverd/discoverd/api"
@@ -206,5 +205,3 @@ func (h *hub) onEvent(fn func(*api.Event)) {
 	defer h.mu.Unlock()
 	h.all = append(h.all, fn)
 }
-
-

@@ -1,0 +1,194 @@
+// Command discoverd is the service-discovery and leader-election daemon.
+//
+// With no flags it starts a working single-node server on 127.0.0.1:1111
+// (HTTP and Raft) with its data in ./discoverd-data. Every flag can also be
+// set with an environment variable DISCOVERD_<FLAG> (--addr ← DISCOVERD_ADDR).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/discoverd/discoverd/httpapi"
+	"github.com/discoverd/discoverd/node"
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+)
+
+// options are the daemon's flags.
+type options struct {
+	dataDir             string
+	addr                string
+	advertise           string
+	peers               string
+	natsAddr            string
+	natsClusterAddr     string
+	natsLeafAddr        string
+	dnsAddr             string
+	instanceTTL         time.Duration
+	expiryCheckInterval time.Duration
+	logLevel            string
+	logFormat           string
+}
+
+func main() {
+	if err := run(os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "discoverd:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("discoverd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.dataDir, "data-dir", "./discoverd-data", "Raft log, stable store and snapshots")
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:1111", "HTTP API and Raft transport, one port")
+	fs.StringVar(&o.advertise, "advertise", "", "the address other nodes reach this one at (default: the value of --addr)")
+	fs.StringVar(&o.peers, "peers", "", "comma list of the voters' advertised addresses; empty = a single-node cluster of this node")
+	fs.StringVar(&o.natsAddr, "nats-addr", "127.0.0.1:4222", "embedded NATS client port (off disables NATS)")
+	fs.StringVar(&o.natsClusterAddr, "nats-cluster-addr", "", "voters: NATS route port, needed when there is more than one voter")
+	fs.StringVar(&o.natsLeafAddr, "nats-leaf-addr", "", "voters: port on which proxies' NATS servers connect as leafnodes")
+	fs.StringVar(&o.dnsAddr, "dns-addr", "", "DNS server, UDP and TCP (empty: off)")
+	fs.DurationVar(&o.instanceTTL, "instance-ttl", 10*time.Second, "heartbeat TTL")
+	fs.DurationVar(&o.expiryCheckInterval, "expiry-check-interval", time.Second, "how often the leader checks TTLs")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "", "console or json (default: console on a terminal, json otherwise)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: discoverd [flags]\n\nEvery flag can also be set as DISCOVERD_<FLAG>, e.g. DISCOVERD_ADDR.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (discoverd takes only flags)", fs.Arg(0))
+	}
+	// A flag on the command line wins over its environment variable.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || envErr != nil {
+			return
+		}
+		name := "DISCOVERD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %v", name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	if o.advertise == "" {
+		o.advertise = o.addr
+	}
+	return o, nil
+}
+
+func (o *options) peerList() []string {
+	var out []string
+	for _, p := range strings.Split(o.peers, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func newLogger(o *options, out *os.File) (zerolog.Logger, error) {
+	level, err := zerolog.ParseLevel(o.logLevel)
+	if err != nil || o.logLevel == "" {
+		return zerolog.Logger{}, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	var w io.Writer = out
+	switch o.logFormat {
+	case "":
+		if isatty.IsTerminal(out.Fd()) {
+			w = zerolog.ConsoleWriter{Out: out, TimeFormat: time.RFC3339}
+		}
+	case "console":
+		w = zerolog.ConsoleWriter{Out: out, TimeFormat: time.RFC3339, NoColor: !isatty.IsTerminal(out.Fd())}
+	case "json":
+	default:
+		return zerolog.Logger{}, fmt.Errorf("--log-format %q: want console or json", o.logFormat)
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}
+
+func run(args []string, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(o, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if o.dnsAddr != "" {
+		return fmt.Errorf("--dns-addr: the DNS server is not part of this build yet; leave it empty")
+	}
+
+	n, err := node.New(node.Config{
+		DataDir:             o.dataDir,
+		Addr:                o.addr,
+		Advertise:           o.advertise,
+		Peers:               o.peerList(),
+		InstanceTTL:         o.instanceTTL,
+		ExpiryCheckInterval: o.expiryCheckInterval,
+		Log:                 log,
+	})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           httpapi.New(n, httpapi.Options{Log: log}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(n.HTTPListener()) }()
+	log.Info().Str("addr", n.Addr()).Str("advertise", n.Advertise()).Str("data_dir", o.dataDir).
+		Dur("instance_ttl", o.instanceTTL).Msg("discoverd started")
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	var runErr error
+	select {
+	case sig := <-sigs:
+		log.Info().Str("signal", sig.String()).Msg("shutting down")
+	case err := <-serveErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			runErr = fmt.Errorf("serving HTTP: %w", err)
+		}
+	}
+	signal.Stop(sigs)
+
+	// Streams first: an open SSE response would otherwise hold Shutdown for
+	// its whole timeout.
+	n.EndStreams()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn().Err(err).Msg("HTTP shutdown")
+	}
+	if err := n.Close(); err != nil && runErr == nil {
+		runErr = fmt.Errorf("closing node: %w", err)
+	}
+	log.Info().Msg("discoverd stopped")
+	return runErr
+}
