@@ -1,0 +1,29 @@
+# discoverd — build, test and run targets. `make help` lists them.
+
+GO      ?= go
+BIN     := bin
+GOFLAGS ?=
+
+.PHONY: help build test test-short vet fmt clean
+
+help:
+	@echo "make build        build bin/discoverd, bin/discoverctl and bin/discoverd-bench"
+	@echo "make test         run every test (with the race detector)"
+	@echo "make test-short   run the tests without the race detector"
+	@echo "make vet          gofmt and go vet"
+
+build:
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
+
+test:
+	$(GO) test -race -timeout 20m ./...
+
+test-short:
+	$(GO) test -timeout 20m ./...
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN)
