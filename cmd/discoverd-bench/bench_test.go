@@ -1,0 +1,282 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/discoverd/discoverd/httpapi"
+	"github.com/discoverd/discoverd/node"
+	"github.com/rs/zerolog"
+)
+
+const testTTL = 500 * time.Millisecond
+
+// testServer is an in-process discoverd: a single voter with its HTTP API.
+type testServer struct {
+	n    *node.Node
+	http string
+	nats string // empty while the node has no NATS transport
+}
+
+func startServer(t testing.TB) *testServer {
+	t.Helper()
+	n, err := node.New(node.Config{
+		DataDir:             t.TempDir(),
+		Addr:                "127.0.0.1:0",
+		InstanceTTL:         testTTL,
+		ExpiryCheckInterval: 100 * time.Millisecond,
+		Log:                 zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: httpapi.New(n, httpapi.Options{})}
+	go srv.Serve(n.HTTPListener())
+	t.Cleanup(func() {
+		n.EndStreams()
+		srv.Close()
+		n.Close()
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !n.IsLeader() {
+		if time.Now().After(deadline) {
+			t.Fatal("the node did not become leader within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return &testServer{n: n, http: "http://" + n.Addr()}
+}
+
+// smallArgs runs every workload briefly.
+func (s *testServer) smallArgs(extra ...string) []string {
+	args := []string{
+		"--http", s.http,
+		"--instances", "200",
+		"--concurrency", "16",
+		"--duration", "1s",
+		"--samples", "50",
+		"--subscribers", "20",
+		"--fanout-rounds", "3",
+		"--large-instances", "200",
+		"--memory-instances", "2000",
+		"--settle", "100ms",
+		"--ttl", testTTL.String(),
+		"--pid", fmt.Sprint(os.Getpid()),
+		"--no-progress",
+	}
+	if s.nats != "" {
+		args = append(args, "--nats", s.nats)
+	}
+	return append(args, extra...)
+}
+
+func runJSON(t *testing.T, args []string) []Result {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), args, &stdout, &stderr)
+	var results []Result
+	if err := json.Unmarshal(stdout.Bytes(), &results); err != nil {
+		t.Fatalf("exit %d, output is not a JSON array: %v\nstdout:\n%s\nstderr:\n%s", code, err, stdout.String(), stderr.String())
+	}
+	if code != 0 {
+		t.Errorf("exit code %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	return results
+}
+
+func TestEveryWorkload(t *testing.T) {
+	s := startServer(t)
+	results := runJSON(t, s.smallArgs("--json", "all"))
+	byName := map[string]Result{}
+	for _, r := range results {
+		byName[r.Workload] = r
+	}
+	for _, wl := range workloads {
+		r, ok := byName[wl.name]
+		if !ok {
+			t.Errorf("%s: no result", wl.name)
+			continue
+		}
+		t.Logf("%s", r.short())
+		checkResult(t, r, s.nats != "")
+	}
+	if len(results) != len(workloads) {
+		t.Errorf("%d results for %d workloads", len(results), len(workloads))
+	}
+	// Every bench service was removed.
+	resp, err := http.Get(s.http + "/services")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var names []string
+	if err := json.NewDecoder(resp.Body).Decode(&names); err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 0 {
+		t.Errorf("services left behind: %v", names)
+	}
+}
+
+var (
+	rateWorkloads    = map[string]bool{"heartbeat-http": true, "heartbeat-nats": true, "heartbeat-nats-req": true, "register": true, "register-large": true, "memory": true}
+	latencyWorkloads = map[string]bool{"heartbeat-http": true, "heartbeat-nats-req": true, "register": true, "register-large": true,
+		"event-latency-sse": true, "event-latency-nats": true, "fanout-sse": true, "fanout-nats": true, "detect": true}
+)
+
+func checkResult(t *testing.T, r Result, haveNATS bool) {
+	t.Helper()
+	name := r.Workload
+	if r.Error != "" {
+		t.Errorf("%s failed: %s", name, r.Error)
+		return
+	}
+	if r.Skipped != "" {
+		if haveNATS || !strings.Contains(name, "nats") {
+			t.Errorf("%s skipped: %s", name, r.Skipped)
+		} else if r.Skipped != "no --nats URL given" {
+			t.Errorf("%s skipped for %q, want %q", name, r.Skipped, "no --nats URL given")
+		}
+		return
+	}
+	if r.Ops <= 0 {
+		t.Errorf("%s: ops %d", name, r.Ops)
+	}
+	if r.Errors != 0 {
+		t.Errorf("%s: %d errors (%s)", name, r.Errors, r.Note)
+	}
+	if rateWorkloads[name] {
+		if r.Rate == nil || *r.Rate <= 0 {
+			t.Errorf("%s: rate %v, want > 0", name, r.Rate)
+		}
+	}
+	if latencyWorkloads[name] {
+		if r.P50 == nil || r.P99 == nil || r.Max == nil || r.Samples == 0 {
+			t.Errorf("%s: latencies missing: %+v", name, r)
+			return
+		}
+		if !(*r.P50 <= *r.P99 && *r.P99 <= *r.Max) {
+			t.Errorf("%s: p50 %v, p99 %v, max %v out of order", name, *r.P50, *r.P99, *r.Max)
+		}
+		min := 0.0
+		if name == "detect" {
+			// Time to down minus the TTL: never negative, and well within a
+			// few expiry checks on an idle server.
+			min = -1e-9
+			if *r.Max > float64(10*time.Second/time.Millisecond) {
+				t.Errorf("detect: max %v ms past the TTL", *r.Max)
+			}
+		}
+		if *r.P50 <= min {
+			t.Errorf("%s: p50 %v ms", name, *r.P50)
+		}
+	}
+	if name == "memory" {
+		if r.BytesPerInstance == nil || *r.BytesPerInstance <= 0 {
+			t.Errorf("memory: bytes_per_instance %v, want > 0", r.BytesPerInstance)
+		}
+	}
+}
+
+func TestTableOutput(t *testing.T) {
+	s := startServer(t)
+	var stdout, stderr bytes.Buffer
+	args := append(s.smallArgs("--duration", "200ms"), "register", "fanout-nats")
+	if code := run(context.Background(), args, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{"WORKLOAD", "RATE/s", "P99 ms", "register", "fanout-nats"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestArgs(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"nosuch"},
+		{"--concurrency", "0", "register"},
+		{"--http", "", "register"},
+	} {
+		if _, _, err := parseArgs(args, &bytes.Buffer{}); err == nil {
+			t.Errorf("%q: no error", args)
+		}
+	}
+	_, names, err := parseArgs([]string{"fanout", "memory", "register"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(names, " "), "memory register fanout-sse fanout-nats"; got != want {
+		t.Errorf("workloads %q, want %q", got, want)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var s samples
+	for i := 100; i >= 1; i-- {
+		s.add(time.Duration(i) * time.Millisecond)
+	}
+	sum := s.summarize()
+	if sum.p50 != 50*time.Millisecond || sum.p99 != 99*time.Millisecond || sum.max != 100*time.Millisecond || sum.n != 100 {
+		t.Errorf("summary %+v", sum)
+	}
+	one := samples{-3 * time.Millisecond}.summarize()
+	if one.p50 != -3*time.Millisecond || one.p99 != one.p50 || one.max != one.p50 {
+		t.Errorf("summary of one sample %+v", one)
+	}
+}
+
+// The raw client handles chunked bodies, Connection: close and reuse.
+func TestRawClient(t *testing.T) {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/chunked":
+			w.Write([]byte("hello "))
+			w.(http.Flusher).Flush()
+			w.Write([]byte("world"))
+		case "/close":
+			w.Header().Set("Connection", "close")
+			w.Write([]byte("bye"))
+		case "/error":
+			w.WriteHeader(http.StatusConflict)
+			w.Write([]byte(`{"code":"object_exists","message":"it exists","retry":false}`))
+		default:
+			body := new(bytes.Buffer)
+			body.ReadFrom(r.Body)
+			w.Write(body.Bytes())
+		}
+	}))
+	defer ts.Close()
+	c := newRawConn(strings.TrimPrefix(ts.URL, "http://"))
+	defer c.close()
+	for i := 0; i < 3; i++ {
+		for _, tc := range []struct {
+			r      request
+			status int
+			body   string
+		}{
+			{request{method: "PUT", path: "/echo", body: []byte(`{"a":1}`)}, 200, `{"a":1}`},
+			{request{method: "GET", path: "/chunked"}, 200, "hello world"},
+			{request{method: "GET", path: "/close"}, 200, "bye"},
+			{request{method: "DELETE", path: "/error"}, 409, `{"code":"object_exists","message":"it exists","retry":false}`},
+		} {
+			st, body, err := c.do(&tc.r)
+			if err != nil || st != tc.status || string(body) != tc.body {
+				t.Errorf("%s %s: %d %q %v; want %d %q", tc.r.method, tc.r.path, st, body, err, tc.status, tc.body)
+			}
+		}
+	}
+	if err := httpError(409, []byte(`{"code":"object_exists","message":"it exists","retry":false}`)); !strings.Contains(err.Error(), "object_exists") {
+		t.Errorf("httpError: %v", err)
+	}
+}

@@ -1,0 +1,412 @@
+// Command discoverd-bench drives one or more discoverd servers through their
+// public HTTP API and NATS subjects and reports throughput and latency.
+//
+//	discoverd-bench [--http URL[,URL...]] [--nats URL[,URL...]] [--instances N]
+//	                [--concurrency C] [--duration D] [--json] WORKLOAD...
+//
+// Workloads: heartbeat-http, heartbeat-nats, heartbeat-nats-req, register,
+// register-large, event-latency (event-latency-sse, event-latency-nats),
+// detect, fanout (fanout-sse, fanout-nats), memory, and all.
+//
+// It imports only the shared api types and nats.go, never server packages,
+// so it can be pointed at any server that speaks the API. Every workload
+// creates its own service, bench-<workload>-<random>, and deletes it after.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+// Result is one row of the report (one object of the --json array).
+type Result struct {
+	Workload string `json:"workload"`
+	// Ops is how many operations the rate and latencies are over.
+	Ops int64 `json:"ops,omitempty"`
+	// Rate is operations per second, where it applies.
+	Rate *float64 `json:"rate,omitempty"`
+	P50  *float64 `json:"p50_ms,omitempty"`
+	P99  *float64 `json:"p99_ms,omitempty"`
+	Max  *float64 `json:"max_ms,omitempty"`
+	// BytesPerInstance is the server's RSS growth per instance (memory only).
+	BytesPerInstance *float64 `json:"bytes_per_instance,omitempty"`
+	// Samples is how many latency samples P50/P99/Max are over.
+	Samples int   `json:"samples,omitempty"`
+	Errors  int64 `json:"errors"`
+	// Skipped says why the workload did not run.
+	Skipped string `json:"skipped,omitempty"`
+	// Error says why the workload failed.
+	Error string `json:"error,omitempty"`
+	Note  string `json:"note,omitempty"`
+}
+
+type config struct {
+	http         []string
+	nats         []string
+	instances    int
+	concurrency  int
+	duration     time.Duration
+	samples      int
+	subscribers  int
+	rounds       int
+	large        int
+	memInstances int
+	ttl          time.Duration
+	pid          int
+	natsConns    int
+	settle       time.Duration
+	json         bool
+	stdClient    bool
+	noProgress   bool
+	keepServices bool
+}
+
+// workload is one named benchmark. A workload may produce several rows
+// (event-latency gives one per transport).
+type workload struct {
+	name  string
+	about string
+	run   func(ctx context.Context, b *bench) []Result
+}
+
+var workloads = []workload{
+	// memory runs first in "all": on a server that has already held and freed
+	// hundreds of thousands of instances, new ones reuse freed heap and the
+	// RSS growth would understate their cost.
+	{"memory", "server RSS growth per instance with --memory-instances registered", runMemory},
+	{"heartbeat-http", "heartbeats of --instances instances over HTTP by --concurrency connections", runHeartbeatHTTP},
+	{"heartbeat-nats", "heartbeats published over NATS at full rate, rate confirmed by request/reply", runHeartbeatNATS},
+	{"heartbeat-nats-req", "heartbeats over NATS request/reply by --concurrency requesters", runHeartbeatNATSReq},
+	{"register", "new instances through Raft with --concurrency writers", runRegister},
+	{"register-large", "register into a service already holding --large-instances", runRegisterLarge},
+	{"event-latency-sse", "registration request sent -> its up event over SSE", runEventLatencySSE},
+	{"event-latency-nats", "registration request sent -> its up event over NATS", runEventLatencyNATS},
+	{"fanout-sse", "leader change seen by --subscribers SSE streams", runFanoutSSE},
+	{"fanout-nats", "leader change seen by --subscribers NATS subscribers", runFanoutNATS},
+	{"detect", "last heartbeat -> down event, minus --ttl", runDetect},
+}
+
+// aliases name groups of workloads.
+var aliases = map[string][]string{
+	"event-latency": {"event-latency-sse", "event-latency-nats"},
+	"fanout":        {"fanout-sse", "fanout-nats"},
+	"nats":          {"heartbeat-nats", "heartbeat-nats-req"},
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func usage(fs *flag.FlagSet, w io.Writer) func() {
+	return func() {
+		fmt.Fprintln(w, "usage: discoverd-bench [flags] WORKLOAD...\n\nWorkloads (or all):")
+		for _, wl := range workloads {
+			fmt.Fprintf(w, "  %-20s %s\n", wl.name, wl.about)
+		}
+		for _, name := range []string{"event-latency", "fanout", "nats"} {
+			fmt.Fprintf(w, "  %-20s %s\n", name, strings.Join(aliases[name], " + "))
+		}
+		fmt.Fprintln(w, "\nFlags:")
+		fs.PrintDefaults()
+	}
+}
+
+func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
+	cfg := &config{}
+	fs := flag.NewFlagSet("discoverd-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var httpList, natsList string
+	fs.StringVar(&httpList, "http", "http://127.0.0.1:1111", "comma list of server HTTP URLs; load is spread across them")
+	fs.StringVar(&natsList, "nats", "", "comma list of server NATS URLs (nats://host:port); the NATS workloads are skipped without one")
+	fs.IntVar(&cfg.instances, "instances", 10000, "instances heartbeated by heartbeat-http and heartbeat-nats")
+	fs.IntVar(&cfg.concurrency, "concurrency", 256, "concurrent connections (HTTP) or requesters (NATS request/reply)")
+	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long each timed workload runs")
+	fs.IntVar(&cfg.samples, "samples", 1000, "samples of event-latency and detect")
+	fs.IntVar(&cfg.subscribers, "subscribers", 1000, "SSE streams and NATS subscribers of fanout (each)")
+	fs.IntVar(&cfg.rounds, "fanout-rounds", 5, "leader changes measured by fanout")
+	fs.IntVar(&cfg.large, "large-instances", 100000, "instances already in the service before register-large measures")
+	fs.IntVar(&cfg.memInstances, "memory-instances", 100000, "instances registered by memory")
+	fs.DurationVar(&cfg.ttl, "ttl", 10*time.Second, "the server's --instance-ttl (detect reports time to down minus this)")
+	fs.IntVar(&cfg.pid, "pid", 0, "server process id for memory (default: the process listening on the first --http port)")
+	fs.IntVar(&cfg.natsConns, "nats-conns", 2, "NATS connections used to publish and request")
+	fs.DurationVar(&cfg.settle, "settle", 2*time.Second, "memory: wait this long after registering before reading RSS")
+	fs.BoolVar(&cfg.json, "json", false, "print one JSON array instead of a table")
+	fs.BoolVar(&cfg.stdClient, "std-client", false, "use net/http for the load loops instead of the lean keep-alive client")
+	fs.BoolVar(&cfg.noProgress, "no-progress", false, "no progress line on stderr")
+	fs.BoolVar(&cfg.keepServices, "keep-services", false, "do not delete the bench services afterwards")
+	fs.Usage = usage(fs, stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	cfg.http = splitList(httpList)
+	cfg.nats = splitList(natsList)
+	if len(cfg.http) == 0 {
+		return nil, nil, errors.New("--http: at least one server URL is needed")
+	}
+	for _, v := range []struct {
+		name string
+		n    int
+	}{{"--instances", cfg.instances}, {"--concurrency", cfg.concurrency}, {"--samples", cfg.samples},
+		{"--subscribers", cfg.subscribers}, {"--fanout-rounds", cfg.rounds}, {"--large-instances", cfg.large},
+		{"--memory-instances", cfg.memInstances}, {"--nats-conns", cfg.natsConns}} {
+		if v.n < 1 {
+			return nil, nil, fmt.Errorf("%s must be at least 1", v.name)
+		}
+	}
+	if cfg.duration <= 0 || cfg.ttl <= 0 {
+		return nil, nil, errors.New("--duration and --ttl must be positive")
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return nil, nil, errors.New("no workload named (try all)")
+	}
+	var names []string
+	seen := map[string]bool{}
+	addName := func(n string) {
+		if !seen[n] {
+			seen[n] = true
+			names = append(names, n)
+		}
+	}
+	for _, arg := range fs.Args() {
+		switch {
+		case arg == "all":
+			for _, wl := range workloads {
+				addName(wl.name)
+			}
+		case aliases[arg] != nil:
+			for _, n := range aliases[arg] {
+				addName(n)
+			}
+		case findWorkload(arg) != nil:
+			addName(arg)
+		default:
+			return nil, nil, fmt.Errorf("unknown workload %q (see -h)", arg)
+		}
+	}
+	// Run in the canonical order whatever the order given (memory first).
+	var ordered []string
+	for _, wl := range workloads {
+		if seen[wl.name] {
+			ordered = append(ordered, wl.name)
+		}
+	}
+	return cfg, ordered, nil
+}
+
+func findWorkload(name string) *workload {
+	for i := range workloads {
+		if workloads[i].name == name {
+			return &workloads[i]
+		}
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// run is the whole command; it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, names, err := parseArgs(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "discoverd-bench:", err)
+		return 2
+	}
+	b, err := newBench(cfg, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "discoverd-bench:", err)
+		return 2
+	}
+	defer b.close()
+	if err := b.ping(ctx); err != nil {
+		fmt.Fprintln(stderr, "discoverd-bench:", err)
+		return 1
+	}
+	var results []Result
+	for _, name := range names {
+		if ctx.Err() != nil {
+			break
+		}
+		wl := findWorkload(name)
+		b.progress.start(name)
+		rows := wl.run(ctx, b)
+		b.progress.stop()
+		for _, r := range rows {
+			if !cfg.json {
+				// Rows are printed as they finish too, so a long run shows them.
+				fmt.Fprintln(stderr, "  done:", r.short())
+			}
+		}
+		results = append(results, rows...)
+	}
+	if cfg.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if results == nil {
+			results = []Result{}
+		}
+		if err := enc.Encode(results); err != nil {
+			fmt.Fprintln(stderr, "discoverd-bench:", err)
+			return 1
+		}
+	} else {
+		printTable(stdout, results)
+	}
+	code := 0
+	for _, r := range results {
+		if r.Error != "" {
+			code = 1
+		}
+	}
+	if ctx.Err() != nil {
+		code = 130
+	}
+	return code
+}
+
+func (r Result) short() string {
+	switch {
+	case r.Skipped != "":
+		return r.Workload + " skipped: " + r.Skipped
+	case r.Error != "":
+		return r.Workload + " failed: " + r.Error
+	}
+	var sb strings.Builder
+	sb.WriteString(r.Workload)
+	if r.Rate != nil {
+		fmt.Fprintf(&sb, " %.0f/s", *r.Rate)
+	}
+	if r.P50 != nil {
+		fmt.Fprintf(&sb, " p50 %.3fms p99 %.3fms max %.3fms", *r.P50, *r.P99, *r.Max)
+	}
+	if r.BytesPerInstance != nil {
+		fmt.Fprintf(&sb, " %.0f B/instance", *r.BytesPerInstance)
+	}
+	return sb.String()
+}
+
+func printTable(w io.Writer, results []Result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "WORKLOAD            \tOPS\tRATE/s\tP50 ms\tP99 ms\tMAX ms\tB/INSTANCE\tERRORS\t\t")
+	num := func(v *float64, prec int) string {
+		if v == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.*f", prec, *v)
+	}
+	for _, r := range results {
+		note := r.Note
+		switch {
+		case r.Skipped != "":
+			note = "skipped: " + r.Skipped
+		case r.Error != "":
+			note = "FAILED: " + r.Error
+		}
+		ops := "-"
+		if r.Ops > 0 {
+			ops = fmt.Sprint(r.Ops)
+		}
+		fmt.Fprintf(tw, "%-20s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t\t%s\n", r.Workload, ops, num(r.Rate, 0),
+			num(r.P50, 3), num(r.P99, 3), num(r.Max, 3), num(r.BytesPerInstance, 0), r.Errors, note)
+	}
+	tw.Flush()
+}
+
+// bench holds what the workloads share.
+type bench struct {
+	cfg      *config
+	servers  []server
+	client   *http.Client // setup, teardown and SSE
+	progress *progress
+}
+
+func newBench(cfg *config, stderr io.Writer) (*bench, error) {
+	b := &bench{cfg: cfg}
+	for _, s := range cfg.http {
+		srv, err := parseServer(s)
+		if err != nil {
+			return nil, err
+		}
+		b.servers = append(b.servers, srv)
+	}
+	tr := &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        0,
+		MaxIdleConnsPerHost: cfg.concurrency,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+	}
+	b.client = &http.Client{Transport: tr}
+	b.progress = newProgress(stderr, !cfg.noProgress)
+	return b, nil
+}
+
+func (b *bench) close() { b.client.CloseIdleConnections() }
+
+func (b *bench) ping(ctx context.Context) error {
+	for _, s := range b.servers {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.base+"/ping", nil)
+		resp, err := b.client.Do(req)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("server %s does not answer: %v", s.base, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("server %s: GET /ping answered %s", s.base, resp.Status)
+		}
+	}
+	return nil
+}
+
+// serviceName is a fresh service name for a workload.
+func serviceName(workload string) string {
+	var r [4]byte
+	rand.Read(r[:])
+	name := "bench-" + workload + "-" + hex.EncodeToString(r[:])
+	if len(name) > 63 {
+		name = name[len(name)-63:]
+	}
+	return name
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

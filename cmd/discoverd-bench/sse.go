@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/discoverd/discoverd/api"
+)
+
+// sseStream reads the events of one SSE response.
+type sseStream struct {
+	body   io.ReadCloser
+	br     *bufio.Reader
+	data   []byte
+	cancel context.CancelFunc
+}
+
+// openSSE opens an event stream of path on server i (round robin).
+func (b *bench) openSSE(ctx context.Context, i int, path string) (*sseStream, error) {
+	srv := b.servers[i%len(b.servers)]
+	ctx, cancel := context.WithCancel(ctx)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.base+path, nil)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := b.client.Do(req)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		cancel()
+		return nil, fmt.Errorf("GET %s: %w", path, httpError(resp.StatusCode, body))
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		resp.Body.Close()
+		cancel()
+		return nil, fmt.Errorf("GET %s: Content-Type %q, want text/event-stream", path, ct)
+	}
+	return &sseStream{body: resp.Body, br: bufio.NewReaderSize(resp.Body, 8<<10), cancel: cancel}, nil
+}
+
+func (s *sseStream) close() {
+	s.cancel()
+	s.body.Close()
+}
+
+// next returns the next event. An "error" event ends the stream with the
+// API error it carries.
+func (s *sseStream) next() (api.Event, error) {
+	s.data = s.data[:0]
+	isError := false
+	for {
+		line, err := s.br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			// A long line: gather it whole.
+			full := append([]byte(nil), line...)
+			for err == bufio.ErrBufferFull {
+				line, err = s.br.ReadSlice('\n')
+				full = append(full, line...)
+			}
+			line = full
+		}
+		if err != nil {
+			return api.Event{}, err
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		switch {
+		case len(line) == 0:
+			if len(s.data) == 0 {
+				isError = false
+				continue
+			}
+			if isError {
+				var e api.Error
+				if json.Unmarshal(s.data, &e) == nil && e.Code != "" {
+					return api.Event{}, fmt.Errorf("stream ended: %w", &e)
+				}
+				return api.Event{}, fmt.Errorf("stream ended with error %s", s.data)
+			}
+			var ev api.Event
+			if err := json.Unmarshal(s.data, &ev); err != nil {
+				return api.Event{}, fmt.Errorf("malformed event %q: %v", s.data, err)
+			}
+			return ev, nil
+		case line[0] == ':':
+		case bytes.HasPrefix(line, []byte("data:")):
+			v := bytes.TrimPrefix(line[5:], []byte(" "))
+			if len(s.data) > 0 {
+				s.data = append(s.data, '\n')
+			}
+			s.data = append(s.data, v...)
+		case bytes.HasPrefix(line, []byte("event:")):
+			isError = string(bytes.TrimSpace(line[6:])) == "error"
+		}
+	}
+}
+
+// untilCurrent reads the current-state prelude of a new stream, up to and
+// including its current event.
+func (s *sseStream) untilCurrent() error {
+	for {
+		ev, err := s.next()
+		if err != nil {
+			return err
+		}
+		if ev.Kind == api.EventCurrent {
+			return nil
+		}
+	}
+}
