@@ -173,3 +173,11 @@ type Status struct {
 	AppliedIndex uint64 `json:"applied_index"`
 	Healthy      bool   `json:"healthy"`
 }
+
+// AppliedCommand is the leader's answer to a write a follower forwarded to it
+// (POST /raft/apply): the entry's index and what the state machine returned.
+type AppliedCommand struct {
+	Index    uint64       `json:"index"`
+	Instance *Instance    `json:"instance,omitempty"`
+	Meta     *ServiceMeta `json:"meta,omitempty"`
+}

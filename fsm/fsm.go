@@ -449,3 +449,15 @@ func (f *FSM) Locked(fn func()) {
 	defer f.mu.RUnlock()
 	fn()
 }
+
+// LeaderEvents returns a leader event for every service, each at the applied
+// index, read at one point of the log.
+func (f *FSM) LeaderEvents() []api.Event {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]api.Event, 0, len(f.services))
+	for name, s := range f.services {
+		out = append(out, api.Event{Service: name, Kind: api.EventLeader, Instance: s.leader(), Index: f.applied})
+	}
+	return out
+}

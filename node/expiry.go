@@ -14,25 +14,26 @@ const maxExpiryBatch = 5000
 // runExpirer removes, on the leader, the instances not heard from within the
 // TTL, checking every ExpiryCheckInterval and writing each check's expiries
 // as one command.
-func (n *Node) runExpirer() {
-	defer n.wg.Done()
-	t := time.NewTicker(n.cfg.ExpiryCheckInterval)
+func (v *voter) runExpirer() {
+	defer v.wg.Done()
+	t := time.NewTicker(v.n.cfg.ExpiryCheckInterval)
 	defer t.Stop()
 	var stale []hbKey
 	for {
 		select {
-		case <-n.closing:
+		case <-v.stopping:
 			return
 		case <-t.C:
 		}
-		if n.leaderSince.Load() == 0 {
+		if v.leaderSince.Load() == 0 {
 			continue
 		}
-		stale = n.expireOnce(stale[:0])
+		stale = v.expireOnce(stale[:0])
 	}
 }
 
-func (n *Node) expireOnce(stale []hbKey) []hbKey {
+func (v *voter) expireOnce(stale []hbKey) []hbKey {
+	n := v.n
 	cutoff := time.Now().Add(-n.cfg.InstanceTTL).UnixNano()
 	stale = n.heartbeats.stale(cutoff, stale)
 	if len(stale) == 0 {
@@ -40,7 +41,7 @@ func (n *Node) expireOnce(stale []hbKey) []hbKey {
 	}
 	var batch []fsm.ExpiredInstance
 	for _, k := range stale {
-		inst, err := n.fsm.Instance(k.service, k.id)
+		inst, err := v.fsm.Instance(k.service, k.id)
 		if err != nil || inst == nil {
 			// Gone already (the down event raced this scan).
 			n.heartbeats.remove(k)
@@ -48,20 +49,22 @@ func (n *Node) expireOnce(stale []hbKey) []hbKey {
 		}
 		batch = append(batch, fsm.ExpiredInstance{Service: k.service, ID: k.id, Index: inst.Index})
 		if len(batch) == maxExpiryBatch {
-			n.expire(batch)
+			v.expire(batch)
 			batch = batch[:0]
 		}
 	}
 	if len(batch) > 0 {
-		n.expire(batch)
+		v.expire(batch)
 	}
 	return stale
 }
 
-func (n *Node) expire(batch []fsm.ExpiredInstance) {
+func (v *voter) expire(batch []fsm.ExpiredInstance) {
+	n := v.n
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.InstanceTTL)
 	defer cancel()
-	if _, err := n.apply(ctx, fsm.CmdExpireInstances, &fsm.ExpireInstances{Instances: batch}); err != nil {
+	cmd := fsm.MustEncode(fsm.CmdExpireInstances, &fsm.ExpireInstances{Instances: batch})
+	if _, err := v.applyLocal(ctx, cmd); err != nil {
 		n.log.Warn().Err(err).Int("instances", len(batch)).Msg("expiring instances")
 		return
 	}

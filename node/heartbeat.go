@@ -3,7 +3,10 @@ package node
 import (
 	"hash/maphash"
 	"sync"
+	"time"
 )
+
+func nowNanos() int64 { return time.Now().UnixNano() }
 
 // hbKey names one instance in the heartbeat table. The strings are the ones
 // the state machine holds, so an entry adds no string bytes of its own.

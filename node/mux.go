@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -25,7 +26,9 @@ type portMux struct {
 	ln        net.Listener
 	advertise net.Addr
 	http      *chanListener
-	raft      *chanListener
+	// raft is the listener of the current voter's transport, nil while the
+	// node is a proxy (Raft connections are then refused).
+	raft      atomic.Pointer[chanListener]
 	closeOnce sync.Once
 }
 
@@ -34,7 +37,6 @@ func newPortMux(ln net.Listener, advertise net.Addr) *portMux {
 		ln:        ln,
 		advertise: advertise,
 		http:      newChanListener(ln.Addr()),
-		raft:      newChanListener(advertise),
 	}
 	go m.serve()
 	return m
@@ -66,7 +68,11 @@ func (m *portMux) route(conn net.Conn) {
 	}
 	if b[0] == raftConnByte {
 		br.Discard(1)
-		m.raft.deliver(&peekedConn{Conn: conn, r: br})
+		if l := m.raft.Load(); l != nil {
+			l.deliver(&peekedConn{Conn: conn, r: br})
+		} else {
+			conn.Close()
+		}
 		return
 	}
 	m.http.deliver(&peekedConn{Conn: conn, r: br})
@@ -76,8 +82,18 @@ func (m *portMux) close() {
 	m.closeOnce.Do(func() {
 		m.ln.Close()
 		m.http.Close()
-		m.raft.Close()
+		if l := m.raft.Load(); l != nil {
+			l.Close()
+		}
 	})
+}
+
+// newRaftListener gives a new voter its own listener for Raft connections;
+// a stopped voter's transport closed the previous one.
+func (m *portMux) newRaftListener() *chanListener {
+	l := newChanListener(m.advertise)
+	m.raft.Store(l)
+	return l
 }
 
 // peekedConn is a connection whose first bytes were read into r.

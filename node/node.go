@@ -2,20 +2,18 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/discoverd/discoverd/api"
+	"github.com/discoverd/discoverd/bus"
 	"github.com/discoverd/discoverd/fsm"
-	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 )
 
@@ -29,8 +27,9 @@ type Config struct {
 	// Advertise is the address other nodes reach this one at; empty means the
 	// bound listen address.
 	Advertise string
-	// Peers are the voters' advertised addresses; empty makes this node a
-	// single-voter cluster of its own.
+	// Peers are the voters' advertised addresses. Empty makes this node a
+	// single-voter cluster of its own; a node not in a non-empty list is a
+	// proxy.
 	Peers []string
 	// InstanceTTL is how long an instance lives without a heartbeat.
 	InstanceTTL time.Duration
@@ -39,7 +38,19 @@ type Config struct {
 	// RaftHeartbeatTimeout sets the Raft heartbeat and election timeouts; zero
 	// picks 100ms for a single voter and 500ms for a cluster.
 	RaftHeartbeatTimeout time.Duration
-	Log                  zerolog.Logger
+
+	// NATS enables the embedded NATS server. With it off, the node has no
+	// NATS transport and, in a cluster, no heartbeat feed between voters.
+	NATS bool
+	// NATSAddr is the NATS client port (host:port, port 0 or -1 for a free
+	// one); bus.ClientAddrOff runs the server for the cluster only.
+	NATSAddr string
+	// NATSClusterAddr is a voter's NATS route port.
+	NATSClusterAddr string
+	// NATSLeafAddr is a voter's port for proxies' NATS leafnodes.
+	NATSLeafAddr string
+
+	Log zerolog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -64,48 +75,52 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Node is one discoverd process: a Raft voter holding the registry, the
-// heartbeat table and expirer, and the event fan-out to subscribers.
+// Node is one discoverd process. As a voter it runs Raft over the registry,
+// keeps the heartbeat table, expires instances while it leads and fans
+// applied events out. As a proxy it keeps no Raft state and tracks the voters
+// it forwards to. Either way it runs the embedded NATS server.
 type Node struct {
 	cfg       Config
 	log       zerolog.Logger
 	advertise string
 
-	mux       *portMux
-	fsm       *fsm.FSM
-	raftFSM   *raftFSM
-	raft      *raft.Raft
-	store     *raftboltdb.BoltStore
-	transport *raft.NetworkTransport
+	mux *portMux
+	// v is the voter's Raft machinery; nil while the node is a proxy.
+	v atomic.Pointer[voter]
+	// roleMu serializes promote and demote.
+	roleMu sync.Mutex
 
 	hub        *hub
 	heartbeats *heartbeatTable
+	fwd        *forwarder
 
-	// leaderSince is when this node last became Raft leader (Unix nanos), 0
-	// when it is not leader.
-	leaderSince atomic.Int64
+	nats      *bus.Server
+	nc        *nats.Conn
+	publisher *bus.EventPublisher
+	hbSubMu   sync.Mutex
+	hbSub     *bus.HeartbeatSubscriber
+	// multiVoter is set while the cluster has more than one voter, so
+	// heartbeats heard over HTTP are shared with the others over NATS.
+	multiVoter atomic.Bool
+	// feedSince is when this voter's NATS server last got routes to every
+	// other voter (Unix nanos), 0 while it lacks some: a heartbeat table fed
+	// for less than a TTL cannot be trusted to expire anything.
+	feedSince atomic.Int64
+
+	// voters is the proxy's view of the voters, leader first.
+	votersMu    sync.Mutex
+	voters      []string
+	proxyLeader string
 
 	closeOnce sync.Once
 	closing   chan struct{}
 	wg        sync.WaitGroup
 }
 
-// raftFSM tells the hub which events come from a snapshot restore. Apply and
-// Restore both run on Raft's FSM goroutine, so the flag needs no lock.
-type raftFSM struct {
-	*fsm.FSM
-	restoring bool
-}
-
-func (r *raftFSM) Restore(rc io.ReadCloser) error {
-	r.restoring = true
-	defer func() { r.restoring = false }()
-	return r.FSM.Restore(rc)
-}
-
-// New starts a node: it binds Addr, opens or creates the data dir, and starts
-// Raft. A new data dir is bootstrapped as a cluster of Peers (or of this node
-// alone); an existing one is recovered.
+// New starts a node: it binds Addr, starts the NATS server, and either starts
+// Raft (a voter) or starts tracking the voters (a proxy). A voter's new data
+// dir is bootstrapped as a cluster of Peers (or of this node alone); an
+// existing one is recovered.
 func New(cfg Config) (*Node, error) {
 	cfg.setDefaults()
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
@@ -125,93 +140,113 @@ func New(cfg Config) (*Node, error) {
 		advertise:  advertise,
 		hub:        newHub(),
 		heartbeats: newHeartbeatTable(),
+		fwd:        newForwarder(),
 		closing:    make(chan struct{}),
 	}
 	n.mux = newPortMux(ln, advertisedAddr(advertise))
-	n.fsm = fsm.New(n.onEvents)
-	n.raftFSM = &raftFSM{FSM: n.fsm}
-	if err := n.startRaft(); err != nil {
-		n.mux.close()
-		return nil, err
+	if cfg.NATS {
+		if err := n.startNATS(); err != nil {
+			n.mux.close()
+			return nil, err
+		}
 	}
-	n.wg.Add(2)
-	go n.watchLeadership()
-	go n.runExpirer()
+	if n.isVoterAddr() {
+		v, err := n.startVoter(true)
+		if err != nil {
+			n.stopNATS()
+			n.mux.close()
+			return nil, err
+		}
+		n.v.Store(v)
+		n.subscribeHeartbeats(v)
+	} else {
+		n.setVoters(cfg.Peers)
+		n.log.Info().Strs("voters", cfg.Peers).Msg("running as a proxy")
+	}
+	n.wg.Add(1)
+	go n.runClusterUpkeep()
 	return n, nil
 }
 
-func (n *Node) startRaft() error {
-	cfg := n.cfg
-	rc := raft.DefaultConfig()
-	rc.LocalID = raft.ServerID(n.advertise)
-	rc.HeartbeatTimeout = cfg.RaftHeartbeatTimeout
-	rc.ElectionTimeout = cfg.RaftHeartbeatTimeout
-	rc.LeaderLeaseTimeout = cfg.RaftHeartbeatTimeout / 2
-	rc.CommitTimeout = 5 * time.Millisecond
-	// Batching lets concurrent registrations share one disk write.
-	rc.BatchApplyCh = true
-	rc.MaxAppendEntries = 512
-	rc.SnapshotThreshold = 16384
-	rc.TrailingLogs = 10240
-	rc.NoLegacyTelemetry = true
-	rc.Logger = newRaftLogger(n.log)
+// isVoterAddr reports whether the configured peers make this node a voter.
+func (n *Node) isVoterAddr() bool {
+	return len(n.cfg.Peers) == 0 || slices.Contains(n.cfg.Peers, n.advertise)
+}
 
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
-	if err != nil {
-		return fmt.Errorf("opening raft store: %w", err)
+func (n *Node) startNATS() error {
+	cfg := bus.ServerConfig{
+		Name:       n.advertise,
+		ClientAddr: n.cfg.NATSAddr,
+		Log:        n.log,
 	}
-	n.store = store
-	logs, err := raft.NewLogCache(1024, store)
+	if cfg.ClientAddr == "" {
+		cfg.ClientAddr = bus.ClientAddrOff
+	}
+	if n.isVoterAddr() {
+		cfg.ClusterAddr = n.cfg.NATSClusterAddr
+		cfg.LeafAddr = n.cfg.NATSLeafAddr
+	}
+	srv, err := bus.StartServer(cfg)
 	if err != nil {
-		store.Close()
 		return err
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, rc.Logger)
+	// NoEcho: a heartbeat this node republishes for the other voters must not
+	// come back to itself.
+	nc, err := srv.Connect(nats.NoEcho())
 	if err != nil {
-		store.Close()
-		return fmt.Errorf("opening snapshot store: %w", err)
-	}
-	n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  raftStream{n.mux.raft},
-		MaxPool: 4,
-		Timeout: 5 * time.Second,
-		Logger:  rc.Logger,
-	})
-	existing, err := raft.HasExistingState(logs, store, snaps)
-	if err != nil {
-		store.Close()
+		srv.Shutdown()
 		return err
 	}
-	r, err := raft.NewRaft(rc, n.raftFSM, logs, store, snaps, n.transport)
-	if err != nil {
-		store.Close()
-		return fmt.Errorf("starting raft: %w", err)
-	}
-	n.raft = r
-	if !existing {
-		peers := cfg.Peers
-		if len(peers) == 0 {
-			peers = []string{n.advertise}
-		}
-		var servers []raft.Server
-		for _, p := range peers {
-			servers = append(servers, raft.Server{ID: raft.ServerID(p), Address: raft.ServerAddress(p), Suffrage: raft.Voter})
-		}
-		if err := r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
-			r.Shutdown()
-			store.Close()
-			return fmt.Errorf("bootstrapping raft: %w", err)
-		}
-		n.log.Info().Strs("voters", peers).Msg("bootstrapped a new cluster")
-	} else {
-		n.log.Info().Str("data_dir", cfg.DataDir).Msg("recovering from existing state")
-	}
+	n.nats, n.nc = srv, nc
+	n.publisher = bus.NewEventPublisher(nc, n.log)
+	n.hub.onEvent(n.publishEvent)
+	n.log.Info().Str("client", srv.ClientAddr()).Str("cluster", srv.ClusterAddr()).Str("leaf", srv.LeafAddr()).Msg("nats started")
 	return nil
+}
+
+func (n *Node) stopNATS() {
+	if n.nats == nil {
+		return
+	}
+	n.unsubscribeHeartbeats()
+	n.nc.Close()
+	n.nats.Shutdown()
+}
+
+// publishEvent sends an applied event on NATS, from the Raft leader only, so
+// each event goes out once. It runs in the FSM sink and never blocks on a
+// subscriber: the NATS server cuts slow consumers off itself.
+func (n *Node) publishEvent(ev *api.Event) {
+	if v := n.v.Load(); v != nil && v.isLeader() {
+		n.publisher.Publish(ev)
+	}
+}
+
+// NATSURL is the nats:// URL of the embedded server's client port, "" when
+// NATS is off.
+func (n *Node) NATSURL() string {
+	if n.nats == nil {
+		return ""
+	}
+	return n.nats.ClientURL()
+}
+
+// Info is what this node announces to the cluster.
+func (n *Node) Info() api.NodeInfo {
+	info := api.NodeInfo{Addr: n.advertise}
+	if n.nats != nil {
+		if a := n.nats.ClientAddr(); a != bus.ClientAddrOff {
+			info.NATSAddr = a
+		}
+		info.NATSCluster = n.nats.ClusterAddr()
+		info.NATSLeaf = n.nats.LeafAddr()
+	}
+	return info
 }
 
 // onEvents is the state machine's sink: it keeps the heartbeat table in step
 // with the registry and fans the events out. It runs under the FSM write lock.
-func (n *Node) onEvents(events []api.Event) {
+func (n *Node) onEvents(events []api.Event, restored bool) {
 	now := time.Now().UnixNano()
 	for i := range events {
 		ev := &events[i]
@@ -223,7 +258,7 @@ func (n *Node) onEvents(events []api.Event) {
 			n.heartbeats.remove(hbKey{ev.Service, ev.Instance.ID})
 		}
 	}
-	n.hub.publish(events, n.raftFSM.restoring)
+	n.hub.publish(events, restored)
 }
 
 // Addr is the address the node listens on.
@@ -235,18 +270,29 @@ func (n *Node) Advertise() string { return n.advertise }
 // HTTPListener yields the HTTP connections of the node's port.
 func (n *Node) HTTPListener() net.Listener { return n.mux.http }
 
-// FSM exposes the state machine for reads by the daemon's other parts.
-func (n *Node) FSM() *fsm.FSM { return n.fsm }
+// IsProxy reports whether the node is a proxy (no Raft state).
+func (n *Node) IsProxy() bool { return n.v.Load() == nil }
 
 // IsLeader reports whether this node is the Raft leader.
-func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+func (n *Node) IsLeader() bool {
+	v := n.v.Load()
+	return v != nil && v.isLeader()
+}
 
-// WaitLeader blocks until the cluster has a leader, or ctx ends.
+// FSM is the voter's state machine, nil on a proxy.
+func (n *Node) FSM() *fsm.FSM {
+	if v := n.v.Load(); v != nil {
+		return v.fsm
+	}
+	return nil
+}
+
+// WaitLeader blocks until the cluster has a known leader, or ctx ends.
 func (n *Node) WaitLeader(ctx context.Context) error {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if addr, _ := n.raft.LeaderWithID(); addr != "" {
+		if n.RaftLeader() != "" {
 			return nil
 		}
 		select {
@@ -257,48 +303,24 @@ func (n *Node) WaitLeader(ctx context.Context) error {
 	}
 }
 
-// watchLeadership tracks when this node leads.
-func (n *Node) watchLeadership() {
-	defer n.wg.Done()
-	ch := n.raft.LeaderCh()
-	for {
-		select {
-		case <-n.closing:
-			return
-		case isLeader := <-ch:
-			if isLeader {
-				now := time.Now().UnixNano()
-				// A node that was not leader cannot trust how complete its
-				// heartbeat times are, so every instance gets a full TTL from now.
-				n.heartbeats.resetAll(now)
-				n.leaderSince.Store(now)
-				n.log.Info().Msg("became raft leader")
-			} else {
-				n.leaderSince.Store(0)
-				n.log.Info().Msg("lost raft leadership")
-			}
-		}
-	}
-}
+// EndStreams closes every event stream with ErrShutdown, so that a server
+// shutting down is not held open by long-lived SSE responses.
+func (n *Node) EndStreams() { n.hub.closeAll(ErrShutdown) }
 
 // Close shuts the node down: streams end, Raft stops and its stores are
-// synced and closed, and the port is released.
+// synced and closed, NATS stops, and the port is released.
 func (n *Node) Close() error {
 	var err error
 	n.closeOnce.Do(func() {
 		close(n.closing)
 		n.hub.closeAll(ErrShutdown)
-		err = n.raft.Shutdown().Error()
-		n.wg.Wait()
-		n.transport.Close()
-		if cerr := n.store.Close(); err == nil {
-			err = cerr
+		n.unsubscribeHeartbeats()
+		if v := n.v.Swap(nil); v != nil {
+			err = v.stop()
 		}
+		n.wg.Wait()
+		n.stopNATS()
 		n.mux.close()
 	})
 	return err
 }
-
-// EndStreams closes every event stream with ErrShutdown, so that a server
-// shutting down is not held open by long-lived SSE responses.
-func (n *Node) EndStreams() { n.hub.closeAll(ErrShutdown) }

@@ -25,9 +25,37 @@ func (n *Node) apply(ctx context.Context, t fsm.CommandType, body any) (*fsm.Res
 }
 
 func (n *Node) applyEncoded(ctx context.Context, cmd []byte) (*fsm.Result, error) {
-	if n.raft.State() != raft.Leader {
+	v, err := n.voter()
+	if err != nil {
+		return nil, err
+	}
+	if v.isLeader() {
+		return v.applyLocal(ctx, cmd)
+	}
+	leader, _ := v.raft.LeaderWithID()
+	if leader == "" {
 		return nil, n.noLeaderError()
 	}
+	res, err := n.fwd.forward(ctx, string(leader), cmd)
+	if err != nil {
+		return nil, err
+	}
+	// Answer only once this node has applied the write too, so a client that
+	// reads here next sees its own write.
+	v.waitApplied(ctx, res.Index)
+	return res, nil
+}
+
+// voter returns the node's Raft side, or service_unavailable on a proxy
+// (whose HTTP requests are forwarded before they get here).
+func (n *Node) voter() (*voter, error) {
+	if v := n.v.Load(); v != nil {
+		return v, nil
+	}
+	return nil, errProxy
+}
+
+func (v *voter) applyLocal(ctx context.Context, cmd []byte) (*fsm.Result, error) {
 	timeout := defaultApplyTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
@@ -35,7 +63,7 @@ func (n *Node) applyEncoded(ctx context.Context, cmd []byte) (*fsm.Result, error
 			return nil, api.Errorf(api.CodeUnavailable, "request deadline passed before the write was sent")
 		}
 	}
-	f := n.raft.Apply(cmd, timeout)
+	f := v.raft.Apply(cmd, timeout)
 	if err := f.Error(); err != nil {
 		return nil, raftError(err)
 	}
@@ -47,7 +75,7 @@ func (n *Node) applyEncoded(ctx context.Context, cmd []byte) (*fsm.Result, error
 }
 
 func (n *Node) noLeaderError() error {
-	addr, _ := n.raft.LeaderWithID()
+	addr := n.RaftLeader()
 	if addr == "" {
 		return api.Errorf(api.CodeUnavailable, "no raft leader is known to this node")
 	}
@@ -91,15 +119,24 @@ func (n *Node) RemoveService(ctx context.Context, name string) (uint64, error) {
 // refreshes its heartbeat time without touching the Raft log. inst must
 // already be validated (api.PrepareInstance). Both transports call it.
 func (n *Node) Heartbeat(ctx context.Context, service string, inst *api.Instance) (*api.Instance, error) {
-	if !n.inContact() {
+	return n.heartbeat(ctx, service, inst, false)
+}
+
+func (n *Node) heartbeat(ctx context.Context, service string, inst *api.Instance, fromBus bool) (*api.Instance, error) {
+	v, err := n.voter()
+	if err != nil {
+		return nil, err
+	}
+	if !v.inContact() {
 		return nil, n.noLeaderError()
 	}
-	stored, err := n.fsm.Instance(service, inst.ID)
+	stored, err := v.fsm.Instance(service, inst.ID)
 	if err != nil {
 		return nil, err
 	}
 	if stored != nil && stored.SameRegistration(inst) {
 		n.heartbeats.touch(hbKey{service, stored.ID}, time.Now().UnixNano())
+		n.shareHeartbeat(service, stored, fromBus)
 		return stored, nil
 	}
 	res, err := n.apply(ctx, fsm.CmdAddInstance, &fsm.AddInstance{Service: service, Instance: *inst})
@@ -107,18 +144,19 @@ func (n *Node) Heartbeat(ctx context.Context, service string, inst *api.Instance
 		return nil, err
 	}
 	n.heartbeats.touch(hbKey{service, res.Instance.ID}, time.Now().UnixNano())
+	n.shareHeartbeat(service, res.Instance, fromBus)
 	return res.Instance, nil
 }
 
 // inContact reports whether this node may accept a heartbeat: it leads, or
 // it heard from a leader within the election timeout. Otherwise a client is
 // told to go elsewhere rather than believe it is alive.
-func (n *Node) inContact() bool {
-	switch n.raft.State() {
+func (v *voter) inContact() bool {
+	switch v.raft.State() {
 	case raft.Leader:
 		return true
 	case raft.Follower:
-		return time.Since(n.raft.LastContact()) < n.cfg.RaftHeartbeatTimeout
+		return time.Since(v.raft.LastContact()) < v.n.cfg.RaftHeartbeatTimeout
 	}
 	return false
 }
@@ -151,39 +189,100 @@ func (n *Node) SetServiceMeta(ctx context.Context, service string, meta *api.Ser
 }
 
 // Consistent returns once the local state holds every write acknowledged
-// before the call: on the leader, after confirming it still leads.
+// before the call: on the leader, after confirming it still leads; on a
+// follower, once it has applied up to the leader's index.
 func (n *Node) Consistent(ctx context.Context) error {
-	if n.raft.State() != raft.Leader {
+	v, err := n.voter()
+	if err != nil {
+		return err
+	}
+	if v.isLeader() {
+		if err := v.raft.VerifyLeader().Error(); err != nil {
+			return raftError(err)
+		}
+		return nil
+	}
+	leader, _ := v.raft.LeaderWithID()
+	if leader == "" {
 		return n.noLeaderError()
 	}
-	if err := n.raft.VerifyLeader().Error(); err != nil {
-		return raftError(err)
+	res, err := n.fwd.forward(ctx, string(leader), nil)
+	if err != nil {
+		return err
+	}
+	if !v.waitApplied(ctx, res.Index) {
+		return api.Errorf(api.CodeUnavailable, "this node did not catch up with the leader's index %d in time", res.Index)
 	}
 	return nil
 }
 
+// waitApplied waits until the local state machine has applied index, or ctx
+// ends (or a few seconds pass), and reports whether it got there.
+func (v *voter) waitApplied(ctx context.Context, index uint64) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for v.raft.AppliedIndex() < index {
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
+// errProxy answers reads on a proxy, whose HTTP requests are forwarded to a
+// voter before they reach these methods.
+var errProxy = api.Errorf(api.CodeUnavailable, "this node is a proxy and holds no registry")
+
 // Services lists the service names.
-func (n *Node) Services() []string { return n.fsm.Services() }
+func (n *Node) Services() []string {
+	if v := n.v.Load(); v != nil {
+		return v.fsm.Services()
+	}
+	return nil
+}
 
 // Instances lists a service's instances in order of index.
-func (n *Node) Instances(service string) ([]*api.Instance, error) { return n.fsm.Instances(service) }
+func (n *Node) Instances(service string) ([]*api.Instance, error) {
+	if v := n.v.Load(); v != nil {
+		return v.fsm.Instances(service)
+	}
+	return nil, errProxy
+}
 
 // Leader returns a service's leader (nil for none).
-func (n *Node) Leader(service string) (*api.Instance, error) { return n.fsm.Leader(service) }
+func (n *Node) Leader(service string) (*api.Instance, error) {
+	if v := n.v.Load(); v != nil {
+		return v.fsm.Leader(service)
+	}
+	return nil, errProxy
+}
 
 // ServiceMeta returns a service's meta (nil for none).
 func (n *Node) ServiceMeta(service string) (*api.ServiceMeta, error) {
-	return n.fsm.ServiceMeta(service)
+	if v := n.v.Load(); v != nil {
+		return v.fsm.ServiceMeta(service)
+	}
+	return nil, errProxy
 }
 
-// AppliedIndex is the index of the last entry the state machine applied.
-func (n *Node) AppliedIndex() uint64 { return n.raft.AppliedIndex() }
+// AppliedIndex is the index of the last entry the state machine applied (0
+// on a proxy).
+func (n *Node) AppliedIndex() uint64 {
+	if v := n.v.Load(); v != nil {
+		return v.raft.AppliedIndex()
+	}
+	return 0
+}
 
 // Subscribe opens a stream of one service's events; see httpapi.Backend.
 func (n *Node) Subscribe(service string, kinds api.KindMask, lastEventID uint64, resume bool) (api.Stream, error) {
 	kinds |= api.Mask(api.EventCurrent, api.EventResync)
+	v, err := n.voter()
+	if err != nil {
+		return nil, err
+	}
 	var sub *Subscription
-	err := n.fsm.CurrentState(service, kinds, func(prelude []api.Event) {
+	err = v.fsm.CurrentState(service, kinds, func(prelude []api.Event) {
 		sub = n.hub.add(service, kinds, func(since func(uint64) ([]api.Event, bool)) []api.Event {
 			if !resume {
 				return prelude
@@ -206,14 +305,13 @@ func (n *Node) Subscribe(service string, kinds api.KindMask, lastEventID uint64,
 
 // Status describes the node.
 func (n *Node) Status() api.Status {
-	addr, _ := n.raft.LeaderWithID()
-	return api.Status{
-		Role:         roleName(n.raft.State()),
-		Addr:         n.advertise,
-		Leader:       string(addr),
-		AppliedIndex: n.raft.AppliedIndex(),
-		Healthy:      addr != "",
+	st := api.Status{Role: "proxy", Addr: n.advertise, Leader: n.RaftLeader()}
+	if v := n.v.Load(); v != nil {
+		st.Role = roleName(v.raft.State())
+		st.AppliedIndex = v.raft.AppliedIndex()
 	}
+	st.Healthy = st.Leader != ""
+	return st
 }
 
 func roleName(s raft.RaftState) string {

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/discoverd/discoverd/bus"
 	"github.com/discoverd/discoverd/httpapi"
 	"github.com/discoverd/discoverd/node"
 	"github.com/mattn/go-isatty"
@@ -143,27 +144,44 @@ func run(args []string, stderr io.Writer) error {
 		return fmt.Errorf("--dns-addr: the DNS server is not part of this build yet; leave it empty")
 	}
 
+	peers := o.peerList()
+	natsOn := o.natsAddr != bus.ClientAddrOff
+	if !natsOn && len(peers) > 1 {
+		// Voters share heartbeats over NATS, so a cluster keeps the server
+		// running without a client port.
+		natsOn = true
+	}
 	n, err := node.New(node.Config{
 		DataDir:             o.dataDir,
 		Addr:                o.addr,
 		Advertise:           o.advertise,
-		Peers:               o.peerList(),
+		Peers:               peers,
 		InstanceTTL:         o.instanceTTL,
 		ExpiryCheckInterval: o.expiryCheckInterval,
+		NATS:                natsOn,
+		NATSAddr:            o.natsAddr,
+		NATSClusterAddr:     o.natsClusterAddr,
+		NATSLeafAddr:        o.natsLeafAddr,
 		Log:                 log,
 	})
 	if err != nil {
 		return err
 	}
+	opts := httpapi.Options{Log: log}
+	local := httpapi.New(n, opts)
 	srv := &http.Server{
-		Handler:           httpapi.New(n, httpapi.Options{Log: log}),
+		Handler:           httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts)),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(n.HTTPListener()) }()
-	log.Info().Str("addr", n.Addr()).Str("advertise", n.Advertise()).Str("data_dir", o.dataDir).
-		Dur("instance_ttl", o.instanceTTL).Msg("discoverd started")
+	role := "voter"
+	if n.IsProxy() {
+		role = "proxy"
+	}
+	log.Info().Str("addr", n.Addr()).Str("advertise", n.Advertise()).Str("role", role).Str("nats", n.NATSURL()).
+		Str("data_dir", o.dataDir).Dur("instance_ttl", o.instanceTTL).Msg("discoverd started")
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)

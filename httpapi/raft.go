@@ -1,0 +1,111 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/discoverd/discoverd/api"
+)
+
+// Cluster is what the membership routes need of a node (*node.Node
+// implements it). The API registers them only when its Backend is one.
+type Cluster interface {
+	// ApplyForwarded applies an encoded command a follower forwarded; an
+	// empty command is a read barrier answered with the leader's index.
+	ApplyForwarded(ctx context.Context, cmd []byte) (*api.AppliedCommand, error)
+	Nodes() ([]api.NodeInfo, error)
+	RaftLeader() string
+	RaftPeers() []string
+	AddPeer(ctx context.Context, addr string) error
+	RemovePeer(ctx context.Context, addr string) error
+	Promote(ctx context.Context) error
+	Demote(ctx context.Context) error
+}
+
+type route struct {
+	method, path string
+	fn           http.HandlerFunc
+}
+
+func (h *handler) clusterRoutes(c Cluster) []route {
+	return []route{
+		{"POST", "/raft/apply", func(w http.ResponseWriter, r *http.Request) { h.applyForwarded(c, w, r) }},
+		{"GET", "/raft/nodes", func(w http.ResponseWriter, r *http.Request) {
+			nodes, err := c.Nodes()
+			h.answer(w, nodes, err)
+		}},
+		{"GET", "/raft/leader", func(w http.ResponseWriter, r *http.Request) {
+			leader := c.RaftLeader()
+			if leader == "" {
+				h.fail(w, api.Errorf(api.CodeUnavailable, "no raft leader is known to this node"))
+				return
+			}
+			h.answer(w, api.LeaderInfo{Host: leader}, nil)
+		}},
+		{"GET", "/raft/peers", func(w http.ResponseWriter, r *http.Request) {
+			peers := c.RaftPeers()
+			if peers == nil {
+				peers = []string{}
+			}
+			h.answer(w, peers, nil)
+		}},
+		{"PUT", "/raft/peers/{addr}", func(w http.ResponseWriter, r *http.Request) {
+			h.answer(w, nil, c.AddPeer(r.Context(), r.PathValue("addr")))
+		}},
+		{"DELETE", "/raft/peers/{addr}", func(w http.ResponseWriter, r *http.Request) {
+			h.answer(w, nil, c.RemovePeer(r.Context(), r.PathValue("addr")))
+		}},
+		{"POST", "/raft/promote", func(w http.ResponseWriter, r *http.Request) {
+			h.answer(w, nil, c.Promote(r.Context()))
+		}},
+		{"POST", "/raft/demote", func(w http.ResponseWriter, r *http.Request) {
+			h.answer(w, nil, c.Demote(r.Context()))
+		}},
+	}
+}
+
+// answer writes v as JSON (or an empty 200 when v is nil), or the error.
+func (h *handler) answer(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	if v == nil {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeBody(w, http.StatusOK, append(b, '\n'))
+}
+
+// POST /raft/apply: a write forwarded by a follower.
+func (h *handler) applyForwarded(c Cluster, w http.ResponseWriter, r *http.Request) {
+	cmd, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			h.failBody(w, errBodyTooLarge(-1))
+			return
+		}
+		h.fail(w, api.Errorf(api.CodeValidation, "reading the forwarded command: %v", err))
+		return
+	}
+	res, err := c.ApplyForwarded(r.Context(), cmd)
+	if err != nil {
+		idx := uint64(0)
+		if res != nil {
+			idx = res.Index
+		}
+		h.writeError(w, err, idx)
+		return
+	}
+	h.setIndex(w, res.Index)
+	h.answer(w, res, nil)
+}

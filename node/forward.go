@@ -1,0 +1,96 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/discoverd/discoverd/api"
+	"github.com/discoverd/discoverd/fsm"
+)
+
+// ApplyPath is the internal route on which a follower hands a write to the
+// Raft leader: the body is one encoded command, the answer an
+// api.AppliedCommand or an api.Error. An empty body asks for the leader's
+// applied index after it confirmed its leadership (a read barrier).
+const ApplyPath = "/raft/apply"
+
+// forwarder sends writes from a follower to the leader over HTTP, on the
+// same port as everything else, with kept-alive connections.
+type forwarder struct {
+	client *http.Client
+}
+
+func newForwarder() *forwarder {
+	return &forwarder{client: &http.Client{
+		Transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     time.Minute,
+		},
+	}}
+}
+
+// forward applies cmd on the leader at addr. A nil cmd is a read barrier.
+func (f *forwarder) forward(ctx context.Context, addr string, cmd []byte) (*fsm.Result, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultApplyTimeout)
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+ApplyPath, bytes.NewReader(cmd))
+	if err != nil {
+		return nil, api.Errorf(api.CodeUnavailable, "forwarding to leader %s: %v", addr, err)
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set(api.ForwardedHeader, "1")
+	resp, err := f.client.Do(req)
+	if err != nil {
+		// The write may or may not have reached the leader; it was not
+		// acknowledged, and the caller may retry.
+		return nil, api.Errorf(api.CodeUnavailable, "forwarding to leader %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil, api.Errorf(api.CodeUnavailable, "reading the leader's answer: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e api.Error
+		if json.Unmarshal(body, &e) != nil || e.Code == "" {
+			return nil, api.Errorf(api.CodeUnavailable, "leader %s answered %s", addr, resp.Status)
+		}
+		idx, _ := strconv.ParseUint(resp.Header.Get(api.IndexHeader), 10, 64)
+		return &fsm.Result{Index: idx, Err: &e}, &e
+	}
+	var ac api.AppliedCommand
+	if err := json.Unmarshal(body, &ac); err != nil {
+		return nil, api.Errorf(api.CodeUnavailable, "leader %s answered malformed JSON: %v", addr, err)
+	}
+	return &fsm.Result{Index: ac.Index, Instance: ac.Instance, Meta: ac.Meta}, nil
+}
+
+// ApplyForwarded serves a write a follower forwarded: it applies cmd here if
+// this node leads, and never forwards it again.
+func (n *Node) ApplyForwarded(ctx context.Context, cmd []byte) (*api.AppliedCommand, error) {
+	v := n.v.Load()
+	if v == nil || !v.isLeader() {
+		return nil, n.noLeaderError()
+	}
+	if len(cmd) == 0 {
+		if err := v.raft.VerifyLeader().Error(); err != nil {
+			return nil, raftError(err)
+		}
+		return &api.AppliedCommand{Index: v.raft.AppliedIndex()}, nil
+	}
+	res, err := v.applyLocal(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return &api.AppliedCommand{Index: res.Index, Instance: res.Instance, Meta: res.Meta}, nil
+}

@@ -1,0 +1,209 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/discoverd/discoverd/api"
+	"github.com/discoverd/discoverd/fsm"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// voter is the Raft side of a node: the state machine, Raft and its stores,
+// and the goroutines that run while the node votes (leadership watch,
+// expirer). A node that is promoted starts one; a demoted node stops it.
+type voter struct {
+	n         *Node
+	fsm       *fsm.FSM
+	raftFSM   *raftFSM
+	raft      *raft.Raft
+	store     *raftboltdb.BoltStore
+	transport *raft.NetworkTransport
+	stream    *chanListener
+
+	// leaderSince is when this node last became Raft leader (Unix nanos), 0
+	// when it is not leader.
+	leaderSince atomic.Int64
+
+	stopping chan struct{}
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// raftFSM tells the hub which events come from a snapshot restore. Apply and
+// Restore both run on Raft's FSM goroutine, so the flag needs no lock.
+type raftFSM struct {
+	*fsm.FSM
+	restoring bool
+}
+
+func (r *raftFSM) Restore(rc io.ReadCloser) error {
+	r.restoring = true
+	defer func() { r.restoring = false }()
+	return r.FSM.Restore(rc)
+}
+
+const raftDBFile = "raft.db"
+
+// startVoter opens the Raft stores in the data dir and starts Raft. With
+// bootstrap, a data dir holding no Raft state is bootstrapped as a cluster of
+// the configured peers (or of this node alone); without it (a promoted proxy)
+// the node waits for the leader to add it.
+func (n *Node) startVoter(bootstrap bool) (*voter, error) {
+	cfg := n.cfg
+	v := &voter{n: n, stopping: make(chan struct{})}
+	rv := &raftFSM{}
+	v.raftFSM = rv
+	v.fsm = fsm.New(func(events []api.Event) { n.onEvents(events, rv.restoring) })
+	rv.FSM = v.fsm
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.advertise)
+	rc.HeartbeatTimeout = cfg.RaftHeartbeatTimeout
+	rc.ElectionTimeout = cfg.RaftHeartbeatTimeout
+	rc.LeaderLeaseTimeout = cfg.RaftHeartbeatTimeout / 2
+	rc.CommitTimeout = 5 * time.Millisecond
+	// Batching lets concurrent registrations share one disk write.
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 512
+	rc.SnapshotThreshold = 16384
+	rc.TrailingLogs = 10240
+	rc.NoLegacyTelemetry = true
+	rc.Logger = newRaftLogger(n.log)
+
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, raftDBFile)})
+	if err != nil {
+		return nil, fmt.Errorf("opening raft store: %w", err)
+	}
+	v.store = store
+	logs, err := raft.NewLogCache(1024, store)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, rc.Logger)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("opening snapshot store: %w", err)
+	}
+	v.stream = n.mux.newRaftListener()
+	v.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  raftStream{v.stream},
+		MaxPool: 4,
+		Timeout: 5 * time.Second,
+		Logger:  rc.Logger,
+	})
+	existing, err := raft.HasExistingState(logs, store, snaps)
+	if err != nil {
+		v.transport.Close()
+		store.Close()
+		return nil, err
+	}
+	r, err := raft.NewRaft(rc, rv, logs, store, snaps, v.transport)
+	if err != nil {
+		v.transport.Close()
+		store.Close()
+		return nil, fmt.Errorf("starting raft: %w", err)
+	}
+	v.raft = r
+	switch {
+	case existing:
+		n.log.Info().Str("data_dir", cfg.DataDir).Msg("recovering raft state from the data dir")
+	case bootstrap:
+		peers := cfg.Peers
+		if len(peers) == 0 {
+			peers = []string{n.advertise}
+		}
+		var servers []raft.Server
+		for _, p := range peers {
+			servers = append(servers, raft.Server{ID: raft.ServerID(p), Address: raft.ServerAddress(p), Suffrage: raft.Voter})
+		}
+		if err := r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			v.stop()
+			return nil, fmt.Errorf("bootstrapping raft: %w", err)
+		}
+		n.log.Info().Strs("voters", peers).Msg("bootstrapped a new cluster")
+	default:
+		n.log.Info().Msg("raft started without a configuration; waiting to be added by the leader")
+	}
+	v.wg.Add(2)
+	go v.watchLeadership()
+	go v.runExpirer()
+	return v, nil
+}
+
+func (v *voter) isLeader() bool { return v.raft.State() == raft.Leader }
+
+// watchLeadership tracks when this node leads. On taking over it decides
+// whether its heartbeat table can be trusted, and republishes every
+// service's leader so NATS subscribers that missed events converge.
+func (v *voter) watchLeadership() {
+	defer v.wg.Done()
+	ch := v.raft.LeaderCh()
+	for {
+		select {
+		case <-v.stopping:
+			return
+		case isLeader := <-ch:
+			if !isLeader {
+				v.leaderSince.Store(0)
+				v.n.log.Info().Msg("lost raft leadership")
+				continue
+			}
+			now := time.Now()
+			feed := v.n.feedSince.Load()
+			trusted := len(v.n.clusterVoters()) > 1 && feed != 0 && now.Sub(time.Unix(0, feed)) >= v.n.cfg.InstanceTTL
+			if !trusted {
+				// Times heard over a feed connected for less than a TTL (or a
+				// node that just started) may be stale: every instance gets a
+				// full TTL from now.
+				v.n.heartbeats.resetAll(now.UnixNano())
+			}
+			v.leaderSince.Store(now.UnixNano())
+			v.n.log.Info().Bool("heartbeat_feed_trusted", trusted).Msg("became raft leader")
+			v.n.republishLeaders(v)
+		}
+	}
+}
+
+// republishLeaders sends the current leader event of every service on NATS.
+func (n *Node) republishLeaders(v *voter) {
+	if n.publisher == nil {
+		return
+	}
+	events := v.fsm.LeaderEvents()
+	for i := range events {
+		n.publisher.Publish(&events[i])
+	}
+}
+
+// stop shuts Raft down and closes its stores; the data stays on disk.
+func (v *voter) stop() error {
+	v.stopOnce.Do(func() {
+		close(v.stopping)
+		v.stopErr = v.raft.Shutdown().Error()
+		v.wg.Wait()
+		v.transport.Close()
+		if err := v.store.Close(); v.stopErr == nil {
+			v.stopErr = err
+		}
+	})
+	return v.stopErr
+}
+
+// wipeRaftState removes the Raft log, stable store and snapshots, so that a
+// node demoted to proxy can later be promoted with a clean slate.
+func (n *Node) wipeRaftState() error {
+	if err := os.Remove(filepath.Join(n.cfg.DataDir, raftDBFile)); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return os.RemoveAll(filepath.Join(n.cfg.DataDir, "snapshots"))
+}
