@@ -1,0 +1,292 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/discoverd/discoverd/httpapi"
+	"github.com/discoverd/discoverd/node"
+	"github.com/rs/zerolog"
+)
+
+// Cluster is an in-process discoverd cluster on loopback: voters and proxies,
+// each a real node with its own data dir, HTTP/Raft port and NATS ports, in
+// the spirit of rqlite's system-test helpers.
+type Cluster struct {
+	t      testing.TB
+	Nodes  []*Node
+	Peers  []string
+	TTL    time.Duration
+	Expiry time.Duration
+	mu     sync.Mutex
+}
+
+// Node is one member of a Cluster.
+type Node struct {
+	Index int
+	// Addr is the node's HTTP and Raft address (fixed across restarts).
+	Addr string
+	// NATSURL is the node's NATS client URL.
+	NATSURL string
+	Voter   bool
+
+	cfg node.Config
+	n   *node.Node
+	srv *http.Server
+}
+
+// Option changes a cluster's settings.
+type Option func(*Cluster)
+
+// WithTTL sets the instance TTL and expiry check interval.
+func WithTTL(ttl, check time.Duration) Option {
+	return func(c *Cluster) { c.TTL, c.Expiry = ttl, check }
+}
+
+// NewCluster starts voters + proxies nodes and waits for a Raft leader. The
+// nodes stop when the test ends.
+func NewCluster(t testing.TB, voters, proxies int, opts ...Option) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, TTL: time.Second, Expiry: 100 * time.Millisecond}
+	for _, o := range opts {
+		o(c)
+	}
+	dir := t.TempDir()
+	total := voters + proxies
+	ports := FreePorts(t, total*4)
+	for i := 0; i < total; i++ {
+		p := ports[i*4 : i*4+4]
+		nd := &Node{
+			Index:   i,
+			Addr:    "127.0.0.1:" + strconv.Itoa(p[0]),
+			NATSURL: "nats://127.0.0.1:" + strconv.Itoa(p[1]),
+			Voter:   i < voters,
+		}
+		nd.cfg = node.Config{
+			DataDir:              filepath.Join(dir, fmt.Sprintf("node%d", i)),
+			Addr:                 nd.Addr,
+			InstanceTTL:          c.TTL,
+			ExpiryCheckInterval:  c.Expiry,
+			RaftHeartbeatTimeout: 250 * time.Millisecond,
+			NATS:                 true,
+			NATSAddr:             "127.0.0.1:" + strconv.Itoa(p[1]),
+			Log:                  testLogger(i),
+		}
+		if nd.Voter {
+			nd.cfg.NATSClusterAddr = "127.0.0.1:" + strconv.Itoa(p[2])
+			nd.cfg.NATSLeafAddr = "127.0.0.1:" + strconv.Itoa(p[3])
+			c.Peers = append(c.Peers, nd.Addr)
+		}
+		c.Nodes = append(c.Nodes, nd)
+	}
+	for _, nd := range c.Nodes {
+		nd.cfg.Peers = c.Peers
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, total)
+	for _, nd := range c.Nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := nd.start(); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	c.WaitForLeader(10 * time.Second)
+	return c
+}
+
+func (nd *Node) start() error {
+	n, err := node.New(nd.cfg)
+	if err != nil {
+		return fmt.Errorf("starting node %d (%s): %w", nd.Index, nd.Addr, err)
+	}
+	opts := httpapi.Options{KeepAlive: time.Second}
+	local := httpapi.New(n, opts)
+	nd.n = n
+	nd.srv = &http.Server{Handler: httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts))}
+	go nd.srv.Serve(n.HTTPListener())
+	return nil
+}
+
+func (nd *Node) stop() {
+	if nd.n == nil {
+		return
+	}
+	nd.n.EndStreams()
+	nd.srv.Close()
+	nd.n.Close()
+	nd.n = nil
+}
+
+// URL is the node's HTTP base URL.
+func (nd *Node) URL() string { return "http://" + nd.Addr }
+
+// Node returns the running node (nil while it is killed).
+func (nd *Node) Node() *node.Node { return nd.n }
+
+// Running reports whether the node is up.
+func (nd *Node) Running() bool { return nd.n != nil }
+
+// Close stops every node.
+func (c *Cluster) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, nd := range c.Nodes {
+		nd.stop()
+	}
+}
+
+// Kill stops node i: its port and NATS ports close, its data dir stays.
+func (c *Cluster) Kill(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.Nodes[i].stop()
+}
+
+// Restart starts node i again on the same address and data dir.
+func (c *Cluster) Restart(i int) {
+	c.t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	nd := c.Nodes[i]
+	nd.stop()
+	// The old listener may linger for a moment after close.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := nd.start()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Leader returns the running voter that is Raft leader, or nil.
+func (c *Cluster) Leader() *Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, nd := range c.Nodes {
+		if nd.n != nil && nd.n.IsLeader() {
+			return nd
+		}
+	}
+	return nil
+}
+
+// WaitForLeader waits until a running voter leads and every running node
+// knows it, and returns the leader.
+func (c *Cluster) WaitForLeader(timeout time.Duration) *Node {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if l := c.Leader(); l != nil && c.allKnow(l.Addr) {
+			return l
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.t.Fatalf("no raft leader known to every running node within %v", timeout)
+	return nil
+}
+
+func (c *Cluster) allKnow(leader string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, nd := range c.Nodes {
+		if nd.n != nil && nd.n.RaftLeader() != leader {
+			return false
+		}
+	}
+	return true
+}
+
+// Followers returns the running voters that are not leader.
+func (c *Cluster) Followers() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*Node
+	for _, nd := range c.Nodes {
+		if nd.n != nil && nd.Voter && !nd.n.IsLeader() && !nd.n.IsProxy() {
+			out = append(out, nd)
+		}
+	}
+	return out
+}
+
+// Proxies returns the running proxies.
+func (c *Cluster) Proxies() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*Node
+	for _, nd := range c.Nodes {
+		if nd.n != nil && nd.n.IsProxy() {
+			out = append(out, nd)
+		}
+	}
+	return out
+}
+
+// WaitFor polls cond every 10ms until it holds or timeout passes.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// FreePorts returns n distinct free TCP ports on 127.0.0.1.
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var lns []net.Listener
+	var out []int
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return out
+}
+
+// testLogger logs a node's lines to stderr when DISCOVERD_TEST_LOG is set
+// (for example DISCOVERD_TEST_LOG=debug), and discards them otherwise.
+func testLogger(i int) zerolog.Logger {
+	level, ok := os.LookupEnv("DISCOVERD_TEST_LOG")
+	if !ok {
+		return zerolog.Nop()
+	}
+	l, err := zerolog.ParseLevel(level)
+	if err != nil {
+		l = zerolog.InfoLevel
+	}
+	return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(l).With().Timestamp().Int("node", i).Logger()
+}

@@ -1,0 +1,379 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/discoverd/discoverd/api"
+)
+
+func TestClusterWritesThroughFollowerAndProxyAreVisibleEverywhere(t *testing.T) {
+	c := NewCluster(t, 3, 1)
+	leader := c.WaitForLeader(5 * time.Second)
+	follower := c.Followers()[0]
+	proxy := c.Proxies()[0]
+
+	mustDo(t, "PUT", follower.URL()+"/services/web", api.ServiceConfig{})
+	mustDo(t, "PUT", follower.URL()+"/services/web/instances/via-follower", api.Instance{Addr: "10.0.0.1:80", Proto: "http"})
+	// A write answered by a follower has been applied there: read-your-writes.
+	if got := ids(instances(t, follower.URL(), "web")); got != "via-follower" {
+		t.Fatalf("follower sees %q right after its write", got)
+	}
+	if code, b := register(t, proxy.URL(), "web", "via-proxy", "10.0.0.2:80"); code != 200 {
+		t.Fatalf("register through proxy: %d %s", code, b)
+	}
+	for _, nd := range c.Nodes {
+		WaitFor(t, 2*time.Second, "instances on "+nd.Addr, func() bool {
+			code, b := do(t, "GET", nd.URL()+"/services/web/instances", nil)
+			var got []*api.Instance
+			return code == 200 && json.Unmarshal(b, &got) == nil && ids(got) == "via-follower,via-proxy"
+		})
+	}
+	// Every voter answers with the leader's applied index once caught up.
+	if code, _ := do(t, "GET", leader.URL()+"/services/web/instances?consistent=true", nil); code != 200 {
+		t.Fatalf("consistent read on leader: %d", code)
+	}
+	if code, b := do(t, "GET", follower.URL()+"/services/web/instances?consistent=true", nil); code != 200 {
+		t.Fatalf("consistent read on follower: %d %s", code, b)
+	}
+}
+
+func TestClusterSSEThroughProxy(t *testing.T) {
+	c := NewCluster(t, 3, 1)
+	proxy := c.Proxies()[0]
+	mustDo(t, "PUT", proxy.URL()+"/services/web", api.ServiceConfig{})
+	if code, b := register(t, proxy.URL(), "web", "a", "10.0.0.1:80"); code != 200 {
+		t.Fatalf("%d %s", code, b)
+	}
+	s := openSSE(t, proxy.URL()+"/services/web")
+	for _, want := range []api.EventKind{api.EventUp, api.EventLeader, api.EventCurrent} {
+		if ev := s.next(t, 2*time.Second); ev.Kind != want {
+			t.Fatalf("prelude event %+v, want kind %s", ev, want)
+		}
+	}
+	if code, b := register(t, c.Followers()[0].URL(), "web", "b", "10.0.0.2:80"); code != 200 {
+		t.Fatalf("%d %s", code, b)
+	}
+	ev := s.next(t, 2*time.Second)
+	if ev.Kind != api.EventUp || ev.Instance == nil || ev.Instance.ID != "b" || ev.Index == 0 {
+		t.Fatalf("live event through proxy: %+v, want up of b", ev)
+	}
+}
+
+// heartbeater keeps instances alive through a list of nodes, moving to the
+// next node on failure, and counts failures.
+type heartbeater struct {
+	urls    []string
+	service string
+	ids     []string
+	stop    chan struct{}
+	done    sync.WaitGroup
+	fails   atomic.Int64
+}
+
+func startHeartbeats(t *testing.T, urls []string, service string, ids []string, every time.Duration) *heartbeater {
+	h := &heartbeater{urls: urls, service: service, ids: ids, stop: make(chan struct{})}
+	h.done.Add(1)
+	go func() {
+		defer h.done.Done()
+		i := 0
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			for n, id := range ids {
+				for try := 0; try < len(urls); try++ {
+					code, _ := register(t, urls[i%len(urls)], service, id, fmt.Sprintf("10.1.0.%d:80", n+1))
+					if code == 200 {
+						break
+					}
+					h.fails.Add(1)
+					i++
+				}
+			}
+			select {
+			case <-h.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(h.Stop)
+	return h
+}
+
+func (h *heartbeater) Stop() {
+	select {
+	case <-h.stop:
+	default:
+		close(h.stop)
+	}
+	h.done.Wait()
+}
+
+func TestClusterLeaderKillFailsOverWithoutExpiringLiveInstances(t *testing.T) {
+	c := NewCluster(t, 3, 1, WithTTL(time.Second, 100*time.Millisecond))
+	leader := c.WaitForLeader(5 * time.Second)
+	proxy := c.Proxies()[0]
+	mustDo(t, "PUT", proxy.URL()+"/services/web", api.ServiceConfig{})
+
+	var urls []string
+	for _, nd := range c.Nodes {
+		if nd != leader {
+			urls = append(urls, nd.URL())
+		}
+	}
+	live := []string{"live-1", "live-2", "live-3"}
+	hb := startHeartbeats(t, urls, "web", live, 200*time.Millisecond)
+	WaitFor(t, 3*time.Second, "live instances registered", func() bool {
+		return len(instances(t, proxy.URL(), "web")) == 3
+	})
+	watch := openSSE(t, c.Followers()[0].URL()+"/services/web/instances")
+
+	// Let every voter's heartbeat feed run for more than a TTL, so the next
+	// leader can trust it.
+	time.Sleep(c.TTL + 200*time.Millisecond)
+	killed := time.Now()
+	c.Kill(leader.Index)
+	newLeader := c.WaitForLeader(5 * time.Second)
+	if took := time.Since(killed); took > 2*time.Second {
+		t.Fatalf("new leader after %v, want within 2s", took)
+	}
+	if newLeader == leader {
+		t.Fatal("killed node still leads")
+	}
+	// Registrations through the survivors and the proxy keep working.
+	for _, u := range append(urls, proxy.URL()) {
+		WaitFor(t, 3*time.Second, "register through "+u, func() bool {
+			code, _ := register(t, u, "web", "after-"+u[len(u)-5:], "10.2.0.1:80")
+			return code == 200
+		})
+	}
+	// Run two TTLs past the failover: no live instance may go down.
+	deadline := time.After(2 * c.TTL)
+	for done := false; !done; {
+		select {
+		case ev := <-watch.events:
+			if ev.Kind == api.EventDown {
+				for _, id := range live {
+					if ev.Instance.ID == id {
+						t.Fatalf("instance %s kept heartbeating but was expired at index %d", id, ev.Index)
+					}
+				}
+			}
+		case <-deadline:
+			done = true
+		}
+	}
+	hb.Stop()
+	got := instances(t, proxy.URL(), "web")
+	for _, id := range live {
+		found := false
+		for _, inst := range got {
+			found = found || inst.ID == id
+		}
+		if !found {
+			t.Fatalf("live instance %s missing after failover: %s", id, ids(got))
+		}
+	}
+}
+
+func TestClusterExpiryAfterFailoverWithinTTLPlus3s(t *testing.T) {
+	c := NewCluster(t, 3, 0, WithTTL(time.Second, 100*time.Millisecond))
+	leader := c.WaitForLeader(5 * time.Second)
+	f := c.Followers()
+	mustDo(t, "PUT", f[0].URL()+"/services/web", api.ServiceConfig{})
+	if code, b := register(t, f[0].URL(), "web", "doomed", "10.0.0.9:80"); code != 200 {
+		t.Fatalf("%d %s", code, b)
+	}
+	watch := openSSE(t, f[1].URL()+"/services/web/instances")
+	watch.waitEvent(t, 2*time.Second, func(ev api.Event) bool { return ev.Kind == api.EventCurrent })
+
+	// The instance sends its last heartbeat, then the leader dies.
+	if code, _ := register(t, f[0].URL(), "web", "doomed", "10.0.0.9:80"); code != 200 {
+		t.Fatal("last heartbeat failed")
+	}
+	last := time.Now()
+	c.Kill(leader.Index)
+	ev := watch.waitEvent(t, c.TTL+4*time.Second, func(ev api.Event) bool {
+		return ev.Kind == api.EventDown && ev.Instance.ID == "doomed"
+	})
+	if took := time.Since(last); took > c.TTL+3*time.Second {
+		t.Fatalf("down seen %v after the last heartbeat, want within TTL+3s = %v (event %+v)", took, c.TTL+3*time.Second, ev)
+	}
+}
+
+func TestClusterMinorityAnswers503AndLosesNoAckedWrite(t *testing.T) {
+	c := NewCluster(t, 3, 0, WithTTL(2*time.Second, 100*time.Millisecond))
+	c.WaitForLeader(5 * time.Second)
+	leader := c.Leader()
+	mustDo(t, "PUT", leader.URL()+"/services/web", api.ServiceConfig{})
+	if code, b := register(t, leader.URL(), "web", "before", "10.0.0.1:80"); code != 200 {
+		t.Fatalf("%d %s", code, b)
+	}
+	survivor := c.Followers()[0]
+	WaitFor(t, 2*time.Second, "survivor caught up", func() bool {
+		code, b := do(t, "GET", survivor.URL()+"/services/web/instances", nil)
+		return code == 200 && strings.Contains(string(b), `"before"`)
+	})
+	// Leave the survivor alone: it can reach no leader.
+	for _, nd := range c.Nodes {
+		if nd != survivor {
+			c.Kill(nd.Index)
+		}
+	}
+	acked := map[string]bool{"before": true}
+	WaitFor(t, 3*time.Second, "survivor refuses heartbeats", func() bool {
+		code, _ := register(t, survivor.URL(), "web", "before", "10.0.0.1:80")
+		return code == http.StatusServiceUnavailable
+	})
+	for i := 0; i < 5; i++ {
+		id := fmt.Sprintf("during-%d", i)
+		code, b := register(t, survivor.URL(), "web", id, "10.0.0.2:80")
+		if code == 200 {
+			acked[id] = true
+			continue
+		}
+		var e api.Error
+		if code != http.StatusServiceUnavailable || json.Unmarshal(b, &e) != nil || e.Code != api.CodeUnavailable || !e.Retry {
+			t.Fatalf("write on a minority node: %d %s, want 503 service_unavailable with retry", code, b)
+		}
+	}
+	if len(acked) != 1 {
+		t.Fatalf("minority node acknowledged writes: %v", acked)
+	}
+	// Heal: every acknowledged write is there.
+	for _, nd := range c.Nodes {
+		if nd != survivor {
+			c.Restart(nd.Index)
+		}
+	}
+	c.WaitForLeader(10 * time.Second)
+	WaitFor(t, 5*time.Second, "acked writes after heal", func() bool {
+		code, b := do(t, "GET", survivor.URL()+"/services/web/instances?consistent=true", nil)
+		if code != 200 {
+			return false
+		}
+		var got []*api.Instance
+		json.Unmarshal(b, &got)
+		for id := range acked {
+			found := false
+			for _, i := range got {
+				found = found || i.ID == id
+			}
+			if !found {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestClusterRestartAllVotersKeepsRegistry(t *testing.T) {
+	c := NewCluster(t, 3, 0, WithTTL(10*time.Second, time.Second))
+	l := c.WaitForLeader(5 * time.Second)
+	mustDo(t, "PUT", l.URL()+"/services/web", api.ServiceConfig{LeaderType: api.LeaderTypeManual})
+	for i := 0; i < 20; i++ {
+		mustDo(t, "PUT", l.URL()+"/services/web/instances/"+fmt.Sprintf("i%02d", i), api.Instance{Addr: fmt.Sprintf("10.0.0.%d:80", i+1), Proto: "http"})
+	}
+	mustDo(t, "PUT", l.URL()+"/services/web/leader", api.SetLeaderRequest{ID: "i07"})
+	mustDo(t, "PUT", l.URL()+"/services/web/meta", api.ServiceMeta{Data: json.RawMessage(`{"v":1}`)})
+	before := instances(t, l.URL(), "web")
+	for i := range c.Nodes {
+		c.Kill(i)
+	}
+	for i := range c.Nodes {
+		go c.Restart(i)
+	}
+	WaitFor(t, 10*time.Second, "all nodes running", func() bool {
+		for _, nd := range c.Nodes {
+			if !nd.Running() {
+				return false
+			}
+		}
+		return true
+	})
+	l = c.WaitForLeader(10 * time.Second)
+	for _, nd := range c.Nodes {
+		WaitFor(t, 5*time.Second, "registry on "+nd.Addr, func() bool {
+			code, b := do(t, "GET", nd.URL()+"/services/web/instances", nil)
+			var got []*api.Instance
+			return code == 200 && json.Unmarshal(b, &got) == nil && ids(got) == ids(before)
+		})
+		var leader api.Instance
+		json.Unmarshal(mustDo(t, "GET", nd.URL()+"/services/web/leader", nil), &leader)
+		if leader.ID != "i07" {
+			t.Fatalf("manual leader on %s after restart: %q, want i07", nd.Addr, leader.ID)
+		}
+		var meta api.ServiceMeta
+		json.Unmarshal(mustDo(t, "GET", nd.URL()+"/services/web/meta", nil), &meta)
+		if string(meta.Data) != `{"v":1}` {
+			t.Fatalf("meta on %s after restart: %s", nd.Addr, meta.Data)
+		}
+	}
+}
+
+func TestClusterPromoteAndDemote(t *testing.T) {
+	c := NewCluster(t, 1, 2)
+	leader := c.WaitForLeader(5 * time.Second)
+	p1, p2 := c.Proxies()[0], c.Proxies()[1]
+	mustDo(t, "PUT", p1.URL()+"/services/web", api.ServiceConfig{})
+	if code, b := register(t, p1.URL(), "web", "a", "10.0.0.1:80"); code != 200 {
+		t.Fatalf("%d %s", code, b)
+	}
+
+	// Promote into a one-voter cluster: two voters must still make progress.
+	mustDo(t, "POST", p1.URL()+"/raft/promote", nil)
+	if p1.Node().IsProxy() {
+		t.Fatal("promoted node is still a proxy")
+	}
+	var peers []string
+	json.Unmarshal(mustDo(t, "GET", leader.URL()+"/raft/peers", nil), &peers)
+	if len(peers) != 2 {
+		t.Fatalf("peers after promote: %v", peers)
+	}
+	if code, b := register(t, p1.URL(), "web", "b", "10.0.0.2:80"); code != 200 {
+		t.Fatalf("write after promote into a one-voter cluster: %d %s", code, b)
+	}
+	if got := ids(instances(t, p1.URL(), "web")); got != "a,b" {
+		t.Fatalf("promoted node serves %q", got)
+	}
+	mustDo(t, "POST", p2.URL()+"/raft/promote", nil)
+	json.Unmarshal(mustDo(t, "GET", p2.URL()+"/raft/peers", nil), &peers)
+	if len(peers) != 3 {
+		t.Fatalf("peers after second promote: %v", peers)
+	}
+
+	// Demote the original voter: the other two carry on.
+	mustDo(t, "POST", leader.URL()+"/raft/demote", nil)
+	if !leader.Node().IsProxy() {
+		t.Fatal("demoted node is not a proxy")
+	}
+	WaitFor(t, 5*time.Second, "a leader among the remaining voters", func() bool {
+		return p1.Node().IsLeader() || p2.Node().IsLeader()
+	})
+	json.Unmarshal(mustDo(t, "GET", p1.URL()+"/raft/peers", nil), &peers)
+	if len(peers) != 2 {
+		t.Fatalf("peers after demote: %v", peers)
+	}
+	// The demoted node now proxies.
+	WaitFor(t, 5*time.Second, "write through the demoted node", func() bool {
+		code, _ := register(t, leader.URL(), "web", "c", "10.0.0.3:80")
+		return code == 200
+	})
+	if got := ids(instances(t, leader.URL(), "web")); got != "a,b,c" {
+		t.Fatalf("demoted node (now proxy) serves %q", got)
+	}
+	// The last voter cannot be demoted.
+	mustDo(t, "POST", p2.URL()+"/raft/demote", nil)
+	l := c.WaitForLeader(5 * time.Second)
+	if code, b := do(t, "POST", l.URL()+"/raft/demote", nil); code != http.StatusBadRequest {
+		t.Fatalf("demoting the last voter: %d %s, want 400", code, b)
+	}
+
+}
