@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/url"
 
 	"github.com/discoverd/discoverd/api"
@@ -170,17 +172,41 @@ func (c *Client) Status(ctx context.Context) (*api.Status, error) {
 	return &out, nil
 }
 
-// Peers lists the Raft voters (GET /raft/peers). A server without the
-// cluster routes answers object_not_found.
+// Peers lists the Raft voters (GET /raft/peers), marking the Raft leader.
+// A server without the cluster routes answers object_not_found. Both
+// answer shapes are accepted: a list of api.Peer, or a list of addresses
+// (the leader is then learned from GET /raft/leader, best effort).
 func (c *Client) Peers(ctx context.Context) ([]api.Peer, error) {
-	var out []api.Peer
-	if _, err := c.do(ctx, retryOpts{}, &request{method: "GET", path: "/raft/peers"}, &out); err != nil {
+	var raw json.RawMessage
+	if _, err := c.do(ctx, retryOpts{}, &request{method: "GET", path: "/raft/peers"}, &raw); err != nil {
 		return nil, err
 	}
-	if out == nil {
-		out = []api.Peer{}
+	var peers []api.Peer
+	if err := json.Unmarshal(raw, &peers); err != nil {
+		peers = nil
+		var addrs []string
+		if json.Unmarshal(raw, &addrs) != nil {
+			return nil, &api.Error{Code: api.CodeUnknown, Message: fmt.Sprintf("GET /raft/peers answered %.200s, not a list of peers", raw)}
+		}
+		leader, _ := c.RaftLeader(ctx)
+		for _, a := range addrs {
+			peers = append(peers, api.Peer{Addr: a, Leader: a == leader})
+		}
 	}
-	return out, nil
+	if peers == nil {
+		peers = []api.Peer{}
+	}
+	return peers, nil
+}
+
+// RaftLeader returns the advertised address of the Raft leader (GET
+// /raft/leader).
+func (c *Client) RaftLeader(ctx context.Context) (string, error) {
+	var out api.LeaderInfo
+	if _, err := c.do(ctx, retryOpts{}, &request{method: "GET", path: "/raft/leader"}, &out); err != nil {
+		return "", err
+	}
+	return out.Host, nil
 }
 
 // Ping checks that a server answers.
