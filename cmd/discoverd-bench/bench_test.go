@@ -23,7 +23,7 @@ const testTTL = 500 * time.Millisecond
 type testServer struct {
 	n    *node.Node
 	http string
-	nats string // empty while the node has no NATS transport
+	nats string
 }
 
 func startServer(t testing.TB) *testServer {
@@ -33,6 +33,8 @@ func startServer(t testing.TB) *testServer {
 		Addr:                "127.0.0.1:0",
 		InstanceTTL:         testTTL,
 		ExpiryCheckInterval: 100 * time.Millisecond,
+		NATS:                true,
+		NATSAddr:            "127.0.0.1:-1",
 		Log:                 zerolog.Nop(),
 	})
 	if err != nil {
@@ -52,7 +54,7 @@ func startServer(t testing.TB) *testServer {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return &testServer{n: n, http: "http://" + n.Addr()}
+	return &testServer{n: n, http: "http://" + n.Addr(), nats: n.NATSURL()}
 }
 
 // smallArgs runs every workload briefly.

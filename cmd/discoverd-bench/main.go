@@ -73,6 +73,7 @@ type config struct {
 	stdClient    bool
 	noProgress   bool
 	keepServices bool
+	render       string
 }
 
 // workload is one named benchmark. A workload may produce several rows
@@ -151,9 +152,13 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	fs.BoolVar(&cfg.stdClient, "std-client", false, "use net/http for the load loops instead of the lean keep-alive client")
 	fs.BoolVar(&cfg.noProgress, "no-progress", false, "no progress line on stderr")
 	fs.BoolVar(&cfg.keepServices, "keep-services", false, "do not delete the bench services afterwards")
+	fs.StringVar(&cfg.render, "render", "", "print the table of a --json output `file` and exit (no workloads run)")
 	fs.Usage = usage(fs, stderr)
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
+	}
+	if cfg.render != "" {
+		return cfg, nil, nil
 	}
 	cfg.http = splitList(httpList)
 	cfg.nats = splitList(natsList)
@@ -240,6 +245,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "discoverd-bench:", err)
 		return 2
 	}
+	if cfg.render != "" {
+		return render(cfg.render, stdout, stderr)
+	}
 	b, err := newBench(cfg, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "discoverd-bench:", err)
@@ -290,6 +298,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		code = 130
 	}
 	return code
+}
+
+// render prints the table of a file written by --json.
+func render(file string, stdout, stderr io.Writer) int {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		fmt.Fprintln(stderr, "discoverd-bench:", err)
+		return 1
+	}
+	var results []Result
+	if err := json.Unmarshal(data, &results); err != nil {
+		fmt.Fprintf(stderr, "discoverd-bench: %s: %v\n", file, err)
+		return 1
+	}
+	printTable(stdout, results)
+	return 0
 }
 
 func (r Result) short() string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -91,12 +92,26 @@ func (b *bench) natsHeartbeatSetup(ctx context.Context, name string) (string, []
 	return svc, payloads, cleanup, nil
 }
 
-// heartbeat-nats: fire-and-forget heartbeats published as fast as
-// --nats-conns connections take them for --duration. Publishing alone says
-// nothing of what the server processed, so the run ends with a burst of
-// heartbeat requests; the server's heartbeat workers answer a request only
-// after the heartbeats queued before it, so the run ends when the last of
-// them is answered, and the rate is published / (that moment - start).
+// Flow control of heartbeat-nats. A connection publishes pubBatch
+// heartbeats, then one heartbeat request as a marker, and never has more
+// than pubMarkers markers unanswered. The cap matters: the server's NATS
+// drops messages silently once 48 MiB are queued for the daemon's own
+// connection (the bus runs with NoFastProducerStall), so publishing
+// without one measures how fast the server discards heartbeats, not how
+// fast it processes them. With the cap, at most pubBatch*pubMarkers
+// messages (about 2 MB) per connection are ever in flight.
+const (
+	pubBatch   = 1000
+	pubMarkers = 16
+)
+
+// heartbeat-nats: fire-and-forget heartbeats published as fast as the
+// server takes them over --nats-conns connections for --duration; the rate
+// is heartbeats published / time until the server answered the requests
+// sent behind the last of them (the server answers a request only after
+// the heartbeats queued before it on the same worker, and a burst of them
+// reaches every worker). A marker answered with "no responders" means the
+// server dropped messages; it is reported as errors.
 func runHeartbeatNATS(ctx context.Context, b *bench) []Result {
 	const name = "heartbeat-nats"
 	if !b.hasNATS() {
@@ -113,52 +128,86 @@ func runHeartbeatNATS(ctx context.Context, b *bench) []Result {
 	}
 	defer closeAll()
 	subj := heartbeatSubject(svc)
-	var published atomic.Int64
+	var published, dropped atomic.Int64
 	b.progress.set("publishing", &published, 0, b.cfg.duration)
 	var wg sync.WaitGroup
-	var pubErr error
 	var mu sync.Mutex
+	var firstErr error
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+	}
 	start := time.Now()
 	deadline := start.Add(b.cfg.duration)
 	for c, nc := range conns {
 		wg.Add(1)
 		go func(c int, nc *nats.Conn) {
 			defer wg.Done()
+			inbox := nats.NewInbox()
+			replies := make(chan *nats.Msg, pubMarkers+1)
+			sub, err := nc.ChanSubscribe(inbox, replies)
+			if err != nil {
+				fail(err)
+				return
+			}
+			defer sub.Unsubscribe()
 			k := c
-			var local int64
-			for ctx.Err() == nil {
-				// Check the clock every 256 messages; a publish is ~100 ns.
-				for j := 0; j < 256; j++ {
+			outstanding := 0
+			await := func() bool {
+				select {
+				case m := <-replies:
+					outstanding--
+					if m.Header.Get("Status") == "503" {
+						dropped.Add(1)
+					} else if err := heartbeatReply(m.Data); err != nil {
+						fail(fmt.Errorf("marker: %v", err))
+						return false
+					}
+					return true
+				case <-time.After(30 * time.Second):
+					fail(errors.New("a marker request was not answered within 30s"))
+					return false
+				}
+			}
+			for ctx.Err() == nil && time.Now().Before(deadline) {
+				for j := 0; j < pubBatch; j++ {
 					if err := nc.Publish(subj, payloads[k]); err != nil {
-						mu.Lock()
-						pubErr = err
-						mu.Unlock()
+						fail(err)
 						return
 					}
 					if k += len(conns); k >= len(payloads) {
 						k = c % len(payloads)
 					}
 				}
-				local += 256
-				published.Add(256)
-				if !time.Now().Before(deadline) {
-					break
+				published.Add(pubBatch)
+				if err := nc.PublishRequest(subj, inbox, payloads[k]); err != nil {
+					fail(err)
+					return
+				}
+				outstanding++
+				for outstanding >= pubMarkers {
+					if !await() {
+						return
+					}
 				}
 			}
-			if err := nc.Flush(); err != nil {
-				mu.Lock()
-				pubErr = err
-				mu.Unlock()
+			for outstanding > 0 {
+				if !await() {
+					return
+				}
 			}
 		}(c, nc)
 	}
 	wg.Wait()
 	pubDone := time.Since(start)
-	if pubErr != nil {
-		return failed(name, fmt.Errorf("publishing: %v", pubErr))
+	if firstErr != nil {
+		return failed(name, fmt.Errorf("publishing: %v", firstErr))
 	}
-	// Confirm: requests behind the queued heartbeats, on every connection
-	// (each connection's messages are delivered in order).
+	// Confirm: a burst of requests behind the last heartbeats, on every
+	// connection, so that every worker of the server's queue group gets one.
 	b.progress.set("waiting for the server to process them", nil, 0, 0)
 	const confirms = 32
 	errs := make(chan error, confirms*len(conns))
@@ -167,8 +216,11 @@ func runHeartbeatNATS(ctx context.Context, b *bench) []Result {
 			wg.Add(1)
 			go func(nc *nats.Conn, p []byte) {
 				defer wg.Done()
-				msg, err := nc.Request(subj, p, 2*time.Minute)
-				if err == nil {
+				msg, err := nc.Request(subj, p, time.Minute)
+				if errors.Is(err, nats.ErrNoResponders) {
+					dropped.Add(1)
+					err = nil
+				} else if err == nil {
 					err = heartbeatReply(msg.Data)
 				}
 				errs <- err
@@ -183,10 +235,14 @@ func runHeartbeatNATS(ctx context.Context, b *bench) []Result {
 			return failed(name, fmt.Errorf("confirming request: %v", err))
 		}
 	}
+	// Markers and confirming requests count as heartbeats too.
 	n := published.Load()
-	row := Result{Workload: name, Ops: n, Rate: f64(round1(float64(n) / elapsed.Seconds()))}
-	row.Note = fmt.Sprintf("processed rate; published at %.0f/s for %s, the server caught up %s later (%d conns, %d instances)",
-		float64(n)/pubDone.Seconds(), pubDone.Round(time.Millisecond), (elapsed - pubDone).Round(time.Millisecond), len(conns), len(payloads))
+	row := Result{Workload: name, Ops: n, Rate: f64(round1(float64(n) / elapsed.Seconds())), Errors: dropped.Load()}
+	if d := dropped.Load(); d > 0 {
+		row.Note = fmt.Sprintf("WARNING the server dropped messages: %d requests got 'no responders'; ", d)
+	}
+	row.Note += fmt.Sprintf("processed rate; published for %s, the server caught up %s later (%d conns, %d instances, <= %d in flight per conn)",
+		pubDone.Round(time.Millisecond), (elapsed - pubDone).Round(time.Millisecond), len(conns), len(payloads), pubBatch*pubMarkers)
 	return []Result{row}
 }
 
@@ -243,6 +299,8 @@ func runEventLatencyNATS(ctx context.Context, b *bench) []Result {
 		return failed(name, err)
 	}
 	defer cleanup()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	nc, err := b.natsConnect(0)
 	if err != nil {
 		return failed(name, err)
@@ -261,7 +319,9 @@ func runEventLatencyNATS(ctx context.Context, b *bench) []Result {
 			return
 		}
 		if ev.Instance != nil {
-			events <- arrival{kind: ev.Kind, id: ev.Instance.ID, at: at}
+			if !deliver(ctx, events, arrival{kind: ev.Kind, id: ev.Instance.ID, at: at}) {
+				return
+			}
 		}
 	})
 	if err != nil {
@@ -286,6 +346,8 @@ func runFanoutNATS(ctx context.Context, b *bench) []Result {
 		return failed(name, err)
 	}
 	defer cleanup()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	k := b.cfg.subscribers
 	events := make(chan arrival, k*(b.cfg.rounds+2))
 	errc := make(chan error, 1)
@@ -317,7 +379,9 @@ func runFanoutNATS(ctx context.Context, b *bench) []Result {
 					at := time.Now()
 					var ev api.Event
 					if json.Unmarshal(m.Data, &ev) == nil && ev.Instance != nil {
-						events <- arrival{sub: i, kind: ev.Kind, id: ev.Instance.ID, at: at}
+						if !deliver(ctx, events, arrival{sub: i, kind: ev.Kind, id: ev.Instance.ID, at: at}) {
+							return
+						}
 					}
 				})
 			}

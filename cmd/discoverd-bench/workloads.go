@@ -178,6 +178,8 @@ func runEventLatencySSE(ctx context.Context, b *bench) []Result {
 		return failed(name, err)
 	}
 	defer cleanup()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	st, err := b.openSSE(ctx, 0, "/services/"+svc)
 	if err != nil {
 		return failed(name, err)
@@ -196,7 +198,9 @@ func runEventLatencySSE(ctx context.Context, b *bench) []Result {
 				return
 			}
 			if ev.Instance != nil {
-				events <- arrival{kind: ev.Kind, id: ev.Instance.ID, at: time.Now()}
+				if !deliver(ctx, events, arrival{kind: ev.Kind, id: ev.Instance.ID, at: time.Now()}) {
+					return
+				}
 			}
 		}
 	}()
@@ -214,6 +218,8 @@ func runDetect(ctx context.Context, b *bench) []Result {
 		return failed(name, err)
 	}
 	defer cleanup()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	st, err := b.openSSE(ctx, 0, "/services/"+svc+"/instances")
 	if err != nil {
 		return failed(name, err)
@@ -232,7 +238,9 @@ func runDetect(ctx context.Context, b *bench) []Result {
 				return
 			}
 			if ev.Kind == api.EventDown && ev.Instance != nil {
-				downs <- arrival{kind: ev.Kind, id: ev.Instance.ID, at: time.Now()}
+				if !deliver(ctx, downs, arrival{kind: ev.Kind, id: ev.Instance.ID, at: time.Now()}) {
+					return
+				}
 			}
 		}
 	}()
@@ -427,7 +435,9 @@ func runFanoutSSE(ctx context.Context, b *bench) []Result {
 					return
 				}
 				if ev.Kind == api.EventLeader && ev.Instance != nil {
-					events <- arrival{sub: i, kind: ev.Kind, id: ev.Instance.ID, at: time.Now()}
+					if !deliver(ctx, events, arrival{sub: i, kind: ev.Kind, id: ev.Instance.ID, at: time.Now()}) {
+						return
+					}
 				}
 			}
 		}(i)
@@ -494,3 +504,13 @@ func runMemory(ctx context.Context, b *bench) []Result {
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 var errNoNATS = errors.New("no --nats URL given")
+
+// deliver sends a to ch unless ctx ends first (the workload has returned).
+func deliver(ctx context.Context, ch chan<- arrival, a arrival) bool {
+	select {
+	case ch <- a:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
