@@ -1,0 +1,11 @@
+// Package httpapi is discoverd's HTTP API: the Flynn-compatible JSON routes
+// and the Server-Sent Event streams, served over a node's Go interface
+// (Backend). It holds no state of its own: every route validates its input,
+// calls one Backend method and encodes the answer.
+//
+// Every response carries the node's applied Raft index in the
+// Discoverd-Index header, and every error is an api.Error JSON body, never a
+// plain-text one: bad input is a 4xx, never a 500 or a panic.
+//
+// It may import the standard library, package api and zerolog.
+package httpapi

@@ -1,0 +1,130 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/discoverd/discoverd/api"
+)
+
+const sseContentType = "text/event-stream"
+
+var (
+	sseContentTypeValue = []string{sseContentType}
+	noCacheValue        = []string{"no-cache"}
+	noBufferingValue    = []string{"no"}
+)
+
+// sseKeepAlive is the comment line sent on a silent stream.
+var sseKeepAlive = []byte(":\n\n")
+
+// appendSSEEvent appends ev as one SSE event: its index as the id, its JSON
+// as the data.
+func appendSSEEvent(dst []byte, ev *api.Event) []byte {
+	dst = append(dst, "id: "...)
+	dst = strconv.AppendUint(dst, ev.Index, 10)
+	dst = append(dst, "\ndata: "...)
+	dst = appendEvent(dst, ev)
+	return append(dst, "\n\n"...)
+}
+
+// appendSSEError appends the final event of a stream that failed.
+func appendSSEError(dst []byte, e *api.Error) []byte {
+	dst = append(dst, "event: error\ndata: "...)
+	dst = appendError(dst, e)
+	return append(dst, "\n\n"...)
+}
+
+// stream serves an SSE stream of service's events of the given kinds. It
+// opens with the current state, or, with a Last-Event-ID header, with every
+// event after that id (or a resync and the current state). It ends when the
+// client goes away or the subscription ends; a subscription that ended with
+// an error (a subscriber too slow, the node shutting down) sends a final
+// "error" event carrying the api.Error.
+func (h *handler) stream(w http.ResponseWriter, r *http.Request, service string, kinds api.KindMask) {
+	if !h.read(w, r) {
+		return
+	}
+	var lastID uint64
+	resume := false
+	if v := r.Header.Get(api.LastEventIDHeader); v != "" {
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			h.fail(w, api.Errorf(api.CodeValidation, "%s %q is not an event id (a non-negative integer)", api.LastEventIDHeader, v))
+			return
+		}
+		lastID, resume = n, true
+	}
+	st, err := h.b.Subscribe(service, kinds, lastID, resume)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	defer st.Close()
+
+	rc := http.NewResponseController(w)
+	// A stream outlives any server write timeout meant for plain requests.
+	_ = rc.SetWriteDeadline(time.Time{})
+	hdr := w.Header()
+	hdr["Content-Type"] = sseContentTypeValue
+	hdr["Cache-Control"] = noCacheValue
+	hdr["X-Accel-Buffering"] = noBufferingValue
+	h.setIndex(w, 0)
+	w.WriteHeader(http.StatusOK)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+
+	events := st.Events()
+	done := r.Context().Done()
+	ticker := time.NewTicker(h.keepAlive)
+	defer ticker.Stop()
+	buf := make([]byte, 0, 4096)
+	for {
+		select {
+		case <-done:
+			return
+		case <-ticker.C:
+			if _, err := w.Write(sseKeepAlive); err != nil {
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		case ev, ok := <-events:
+			// Drain what is already buffered into one write and one flush.
+			for ok {
+				buf = appendSSEEvent(buf, &ev)
+				if len(buf) >= chunkSize {
+					if _, err := w.Write(buf); err != nil {
+						return
+					}
+					buf = buf[:0]
+				}
+				select {
+				case ev, ok = <-events:
+					continue
+				default:
+				}
+				break
+			}
+			if !ok {
+				if err := st.Err(); err != nil {
+					buf = appendSSEError(buf, api.AsError(err))
+				}
+			}
+			if len(buf) > 0 {
+				if _, err := w.Write(buf); err != nil {
+					return
+				}
+				buf = buf[:0]
+			}
+			if err := rc.Flush(); err != nil || !ok {
+				return
+			}
+			ticker.Reset(h.keepAlive)
+		}
+	}
+}
