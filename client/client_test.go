@@ -30,6 +30,7 @@ func TestNewServers(t *testing.T) {
 }
 
 func TestServiceCRUDAndErrors(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, testTTL)
 	c := New(s.URL())
 	defer c.Close()
@@ -137,6 +138,7 @@ func TestServiceCRUDAndErrors(t *testing.T) {
 }
 
 func TestRegisterHeartbeatClose(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, testTTL)
 	c := NewWithOptions([]string{s.URL()}, WithTTL(testTTL))
 	defer c.Close()
@@ -199,6 +201,7 @@ func TestRegisterHeartbeatClose(t *testing.T) {
 }
 
 func TestHeartbeaterErrAndOnError(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, testTTL)
 	c := NewWithOptions([]string{s.URL()}, WithTTL(testTTL), WithRetryTimeout(2*time.Second))
 	defer c.Close()
@@ -231,6 +234,7 @@ func TestHeartbeaterErrAndOnError(t *testing.T) {
 }
 
 func TestHeartbeaterSurvivesRestart(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, testTTL)
 	c := NewWithOptions([]string{s.URL()}, WithTTL(testTTL))
 	defer c.Close()
@@ -263,6 +267,7 @@ func TestHeartbeaterSurvivesRestart(t *testing.T) {
 }
 
 func TestWatchAcrossRestart(t *testing.T) {
+	t.Parallel()
 	// A long TTL: only the changes made here happen.
 	s := startServer(t, time.Minute)
 	c := New(s.URL())
@@ -326,6 +331,7 @@ func TestWatchAcrossRestart(t *testing.T) {
 }
 
 func TestWatchServiceRemovedAndRecreated(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, time.Minute)
 	c := New(s.URL())
 	defer c.Close()
@@ -356,6 +362,7 @@ func TestWatchServiceRemovedAndRecreated(t *testing.T) {
 }
 
 func TestLeadersNextOldest(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, testTTL)
 	c := NewWithOptions([]string{s.URL()}, WithTTL(testTTL))
 	defer c.Close()
@@ -427,6 +434,7 @@ func TestLeadersNextOldest(t *testing.T) {
 }
 
 func TestFailover(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, testTTL)
 	dead := deadAddr(t)
 	c := NewWithOptions([]string{dead, s.addr}, WithTTL(testTTL))
@@ -475,6 +483,7 @@ func TestFailover(t *testing.T) {
 // TestFailoverWhenFirstServerStops: the client moves to the second server
 // when the one it was using stops, for requests, heartbeats and watches.
 func TestFailoverWhenFirstServerStops(t *testing.T) {
+	t.Parallel()
 	s1 := startServer(t, testTTL)
 	s2 := startServer(t, testTTL)
 	c := NewWithOptions([]string{s1.URL(), s2.URL()}, WithTTL(testTTL))
@@ -502,6 +511,7 @@ func TestFailoverWhenFirstServerStops(t *testing.T) {
 }
 
 func TestSSEReader(t *testing.T) {
+	t.Parallel()
 	in := ": hello\n\n" +
 		"id: 5\ndata: {\"service\":\"a\",\"kind\":\"up\",\"instance\":{\"id\":\"x\",\"addr\":\"h:1\",\"proto\":\"tcp\",\"index\":5},\"index\":5}\n\n" +
 		":\n\n" +
@@ -530,6 +540,7 @@ func TestSSEReader(t *testing.T) {
 }
 
 func TestDiff(t *testing.T) {
+	t.Parallel()
 	inst := func(id string, index uint64, meta string) *api.Instance {
 		i := &api.Instance{ID: id, Addr: id + ":1", Proto: "tcp", Index: index}
 		if meta != "" {
@@ -556,5 +567,36 @@ func TestDiff(t *testing.T) {
 	}
 	if evs := diff("s", api.AllKinds, b, b, 11); len(evs) != 0 {
 		t.Errorf("diff of a view with itself = %v", evs)
+	}
+}
+
+// TestReconcileRefusesStaleServer: a server behind the watcher's view (a
+// restarted node still replaying its log) is not believed, for a while.
+func TestReconcileRefusesStaleServer(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &Watcher{service: "s", kinds: api.AllKinds, ctx: ctx, events: make(chan api.Event, 16)}
+	up := api.Event{Service: "s", Kind: api.EventUp, Instance: &api.Instance{ID: "a", Addr: "h:1", Proto: "tcp", Index: 8}, Index: 10}
+	if err := w.reconcile([]api.Event{up}, 10); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(w.events); got != 2 {
+		t.Fatalf("first prelude passed %d events, want 2", got)
+	}
+	if err := w.reconcile(nil, 5); !IsUnavailable(err) || !retryable(err) {
+		t.Fatalf("stale prelude: %v, want a retryable error", err)
+	}
+	if got := len(w.events); got != 2 {
+		t.Fatalf("stale prelude sent events")
+	}
+	w.staleSince = time.Now().Add(-staleAcceptAfter - time.Second)
+	if err := w.reconcile(nil, 5); err != nil {
+		t.Fatalf("stale prelude after %v: %v", staleAcceptAfter, err)
+	}
+	<-w.events
+	<-w.events
+	if ev := <-w.events; ev.Kind != api.EventDown || ev.Instance.ID != "a" || ev.Index != 5 {
+		t.Fatalf("after accepting the stale prelude: %+v", ev)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +25,9 @@ type testServer struct {
 	srv  *http.Server
 	// applied is the node's applied index when it was last stopped.
 	applied uint64
+	// natsAddr, when set, runs the node's embedded NATS server there
+	// ("127.0.0.1:-1" picks a port, kept across restarts).
+	natsAddr string
 }
 
 const testTTL = 500 * time.Millisecond
@@ -32,7 +36,14 @@ const testTTL = 500 * time.Millisecond
 // waits until it leads.
 func startServer(t *testing.T, ttl time.Duration) *testServer {
 	t.Helper()
-	s := &testServer{t: t, dir: t.TempDir(), addr: "127.0.0.1:0", ttl: ttl}
+	return startServerNATS(t, ttl, "")
+}
+
+// startServerNATS is startServer with an embedded NATS server at natsAddr
+// (none when empty).
+func startServerNATS(t *testing.T, ttl time.Duration, natsAddr string) *testServer {
+	t.Helper()
+	s := &testServer{t: t, dir: t.TempDir(), addr: "127.0.0.1:0", ttl: ttl, natsAddr: natsAddr}
 	s.startNode()
 	s.serve()
 	t.Cleanup(s.stop)
@@ -47,6 +58,8 @@ func (s *testServer) startNode() {
 		Addr:                s.addr,
 		InstanceTTL:         s.ttl,
 		ExpiryCheckInterval: 100 * time.Millisecond,
+		NATS:                s.natsAddr != "",
+		NATSAddr:            s.natsAddr,
 		Log:                 zerolog.Nop(),
 	})
 	if err != nil {
@@ -54,6 +67,9 @@ func (s *testServer) startNode() {
 	}
 	s.n = n
 	s.addr = n.Addr()
+	if s.natsAddr != "" {
+		s.natsAddr = strings.TrimPrefix(n.NATSURL(), "nats://")
+	}
 	// Wait until it leads and has applied everything it held before a
 	// restart (a new leader applies its old log only after it leads).
 	deadline := time.Now().Add(10 * time.Second)
@@ -94,6 +110,14 @@ func (s *testServer) restart() {
 }
 
 func (s *testServer) URL() string { return "http://" + s.addr }
+
+func (s *testServer) NATSURL() string { return "nats://" + s.natsAddr }
+
+// stopHTTP stops answering HTTP, keeping the node (and NATS) running.
+func (s *testServer) stopHTTP() {
+	s.n.EndStreams()
+	s.srv.Close()
+}
 
 // register registers an instance through the node itself (no heartbeats).
 func (s *testServer) register(service, addr string) *api.Instance {

@@ -164,6 +164,7 @@ type Watcher struct {
 	mu     sync.Mutex
 	err    error
 	closed bool
+	cur    session // the open session, for tests
 
 	// Owned by the run goroutine.
 	view       *view
@@ -242,6 +243,19 @@ func (w *Watcher) finish() {
 	}
 }
 
+func (w *Watcher) setSession(s session) {
+	w.mu.Lock()
+	w.cur = s
+	w.mu.Unlock()
+}
+
+// connectedSession is the open session, nil between sessions.
+func (w *Watcher) connectedSession() session {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cur
+}
+
 // session is one connection's worth of events: a prelude, then live events.
 type session interface {
 	next() (api.Event, error)
@@ -286,7 +300,9 @@ func (w *Watcher) run(sess session) {
 	for {
 		if sess != nil {
 			opened := time.Now()
+			w.setSession(sess)
 			_ = w.consume(sess)
+			w.setSession(nil)
 			sess.close()
 			sess = nil
 			if time.Since(opened) > 10*time.Second {
