@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -26,12 +29,14 @@ type testServer struct {
 	nats string
 }
 
-func startServer(t testing.TB) *testServer {
+func startServer(t testing.TB) *testServer { return startServerTTL(t, testTTL) }
+
+func startServerTTL(t testing.TB, ttl time.Duration) *testServer {
 	t.Helper()
 	n, err := node.New(node.Config{
 		DataDir:             t.TempDir(),
 		Addr:                "127.0.0.1:0",
-		InstanceTTL:         testTTL,
+		InstanceTTL:         ttl,
 		ExpiryCheckInterval: 100 * time.Millisecond,
 		NATS:                true,
 		NATSAddr:            "127.0.0.1:-1",
@@ -280,5 +285,71 @@ func TestRawClient(t *testing.T) {
 	}
 	if err := httpError(409, []byte(`{"code":"object_exists","message":"it exists","retry":false}`)); !strings.Contains(err.Error(), "object_exists") {
 		t.Errorf("httpError: %v", err)
+	}
+}
+
+// BenchmarkWorkload runs the workloads named in $BENCH_WORKLOAD (with the
+// extra flags in $BENCH_ARGS) against an in-process single voter with NATS
+// and a 60 s TTL, so that a CPU or heap profile covers the server:
+//
+//	BENCH_WORKLOAD=register go test -run '^$' -bench Workload -benchtime 1x \
+//	    -cpuprofile /tmp/register.cpu ./cmd/discoverd-bench
+//	go tool pprof -tagfocus side=server -top /tmp/register.cpu
+//
+// Samples carry the pprof label side=server (every goroutine the node and
+// its HTTP server start) or side=harness (the load generator).
+func BenchmarkWorkload(b *testing.B) {
+	spec := os.Getenv("BENCH_WORKLOAD")
+	if spec == "" {
+		b.Skip("set BENCH_WORKLOAD to the workloads to run (and BENCH_ARGS to extra flags)")
+	}
+	var s *testServer
+	pprof.Do(context.Background(), pprof.Labels("side", "server"), func(context.Context) {
+		s = startServerTTL(b, time.Minute)
+	})
+	args := []string{"--http", s.http, "--nats", s.nats, "--ttl", "1m", "--pid", fmt.Sprint(os.Getpid()), "--json", "--no-progress"}
+	args = append(args, strings.Fields(os.Getenv("BENCH_ARGS"))...)
+	args = append(args, strings.Fields(spec)...)
+	var out bytes.Buffer
+	for b.Loop() {
+		out.Reset()
+		pprof.Do(context.Background(), pprof.Labels("side", "harness"), func(ctx context.Context) {
+			if code := run(ctx, args, &out, io.Discard); code != 0 {
+				b.Errorf("exit code %d: %s", code, out.String())
+			}
+		})
+	}
+	if file := os.Getenv("BENCH_HEAPPROFILE"); file != "" {
+		// The heap while the server still holds what the workload left
+		// (run with BENCH_ARGS=--keep-services to keep its instances).
+		writeHeapProfile(b, file)
+	}
+	var results []Result
+	if err := json.Unmarshal(out.Bytes(), &results); err != nil {
+		b.Fatalf("%v: %s", err, out.String())
+	}
+	for _, r := range results {
+		b.Log(r.short())
+		if r.Rate != nil {
+			b.ReportMetric(*r.Rate, r.Workload+"/s")
+		}
+		if r.P99 != nil {
+			b.ReportMetric(*r.P99, r.Workload+"-p99-ms")
+		}
+		if r.BytesPerInstance != nil {
+			b.ReportMetric(*r.BytesPerInstance, "B/instance")
+		}
+	}
+}
+
+func writeHeapProfile(b *testing.B, file string) {
+	runtime.GC()
+	f, err := os.Create(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Fatal(err)
 	}
 }
