@@ -11,8 +11,20 @@
 // retried on the next server, with a short, jittered, capped backoff, until
 // the call's context ends.
 //
-// Errors from the server are *api.Error values (see api.IsCode and
-// IsNotFound); the shared JSON types and header names come from package api.
+// Errors are *api.Error values (see api.IsCode, IsNotFound, IsUnavailable):
+// the server's JSON error bodies decoded, client-side validation errors, and
+// service_unavailable (retryable) for servers that could not be reached.
+// The one exception is a call whose context ends first: its error wraps
+// ctx.Err() (so errors.Is(err, context.DeadlineExceeded) holds) and quotes
+// the last server error. The shared JSON types and header names come from
+// package api.
+//
+// Everything takes a context.Context. A call's retries are bounded by its
+// context's deadline or, without one, by the client's retry timeout
+// (WithRetryTimeout, 15s by default). Writes retried after a connection
+// error may have been applied by an earlier attempt: a retried AddService
+// may then fail with object_exists, a retried SetMeta with
+// precondition_failed.
 //
 // The package imports only api, the standard library and nats.go: never a
 // server package.

@@ -266,6 +266,9 @@ type session interface {
 // connection, else over HTTP.
 func (w *Watcher) connect(ctx context.Context, o retryOpts) (session, error) {
 	if w.c.nats.enabled {
+		// Taken before looking at the connection, so that a connection
+		// made in between still ends an HTTP session.
+		gen := w.c.natsGeneration()
 		if nc := w.c.natsConn(); nc != nil && nc.IsConnected() {
 			s, err := w.c.newNATSSession(ctx, w.service, w.kinds, o)
 			if err == nil {
@@ -276,7 +279,6 @@ func (w *Watcher) connect(ctx context.Context, o retryOpts) (session, error) {
 			}
 		}
 		// Over HTTP for now, but back to NATS when it reconnects.
-		gen := w.c.natsGeneration()
 		s, err := w.c.openSSE(ctx, w.service, w.kinds, "", o)
 		if err != nil {
 			return nil, err
