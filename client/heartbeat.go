@@ -67,7 +67,9 @@ func (c *Client) regConfig(opts []RegisterOption) *regConfig {
 // (the full instance) every TTL/2 minus a random jitter, and while
 // heartbeats fail it retries every 200-500 ms (faster for a TTL under 2 s)
 // across the client's servers. A heartbeat of an instance the server has
-// expired registers it again (with a new index).
+// expired registers it again (with a new index). Every failure is retried,
+// whatever its kind (a removed service may be created again); Err and
+// OnError report failures that outlast the TTL.
 type Heartbeater struct {
 	c       *Client
 	service string
