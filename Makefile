@@ -27,3 +27,11 @@ vet:
 
 clean:
 	rm -rf $(BIN)
+
+# --- bench (owned by cmd/discoverd-bench; see BENCHMARKS.md) ---
+.PHONY: bench
+# Builds bin/discoverd and bin/discoverd-bench, runs every workload against a
+# fresh local single voter on loopback and prints the table (about 1-2 min).
+# BENCH_DURATION, BENCH_CONCURRENCY, BENCH_OUT etc.: see scripts/bench.sh.
+bench:
+	GO=$(GO) ./scripts/bench.sh
