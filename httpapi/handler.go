@@ -262,8 +262,13 @@ func (h *handler) decodeBody(w http.ResponseWriter, r *http.Request, v any, what
 	if isBlank(b) {
 		return true, nil
 	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return false, jsonError(err, what, b)
+	if inst, ok := v.(*api.Instance); ok {
+		err = decodeInstance(b, inst)
+	} else {
+		err = json.Unmarshal(b, v)
+	}
+	if err != nil {
+		return false, jsonError(err, what)
 	}
 	return false, nil
 }
@@ -318,7 +323,7 @@ func readAll(r io.Reader, b []byte) ([]byte, error) {
 
 // jsonError turns a json.Unmarshal error into a validation_error that says
 // what is wrong and where.
-func jsonError(err error, what string, body []byte) error {
+func jsonError(err error, what string) error {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
