@@ -73,7 +73,7 @@ func (s *testServer) startNode() {
 	// Wait until it leads and has applied everything it held before a
 	// restart (a new leader applies its old log only after it leads).
 	deadline := time.Now().Add(10 * time.Second)
-	for !n.IsLeader() || n.AppliedIndex() < s.applied {
+	for !n.IsLeader() || !n.Ready() || n.AppliedIndex() < s.applied {
 		if time.Now().After(deadline) {
 			s.t.Fatal("server did not become leader within 10s")
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/discoverd/discoverd/api"
 )
@@ -35,7 +36,10 @@ type FSM struct {
 	services map[string]*service
 	nodes    map[string]api.NodeInfo
 	applied  uint64
-	sink     Sink
+	// appliedPub is applied, published once an entry's changes are complete,
+	// so a reader who sees index N in it then reads state at least at N.
+	appliedPub atomic.Uint64
+	sink       Sink
 	// events is reused across applies: Apply never allocates a slice of its own
 	// for the events of an entry.
 	events []api.Event
@@ -121,6 +125,7 @@ func (f *FSM) ApplyCommand(index uint64, data []byte) *Result {
 	if len(f.events) > 0 && f.sink != nil {
 		f.sink(f.events)
 	}
+	f.appliedPub.Store(f.applied)
 	return res
 }
 
@@ -300,12 +305,9 @@ func (f *FSM) expireInstances(index uint64, c *ExpireInstances) {
 	}
 }
 
-// AppliedIndex is the index of the last entry applied (or restored).
-func (f *FSM) AppliedIndex() uint64 {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.applied
-}
+// AppliedIndex is the index of the last entry applied (or restored). It
+// takes no lock.
+func (f *FSM) AppliedIndex() uint64 { return f.appliedPub.Load() }
 
 // Services returns the names of all services, sorted.
 func (f *FSM) Services() []string {
@@ -340,6 +342,20 @@ func (f *FSM) Instances(name string) ([]*api.Instance, error) {
 		return nil, err
 	}
 	return s.instances(), nil
+}
+
+// Lookup returns one instance and the service's name as the state machine
+// holds it, so a caller keeping the name does not keep its own copy. A nil
+// instance with a nil error means the service exists and the instance does
+// not.
+func (f *FSM) Lookup(name, id string) (string, *api.Instance, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s, err := f.service(name)
+	if err != nil {
+		return "", nil, err
+	}
+	return s.name, s.get(id), nil
 }
 
 // Instance returns one instance; a nil instance with a nil error means the

@@ -38,6 +38,7 @@ type Node struct {
 	NATSURL string
 	Voter   bool
 
+	c   *Cluster
 	cfg node.Config
 	n   *node.Node
 	srv *http.Server
@@ -65,6 +66,7 @@ func NewCluster(t testing.TB, voters, proxies int, opts ...Option) *Cluster {
 	for i := 0; i < total; i++ {
 		p := ports[i*4 : i*4+4]
 		nd := &Node{
+			c:       c,
 			Index:   i,
 			Addr:    "127.0.0.1:" + strconv.Itoa(p[0]),
 			NATSURL: "nats://127.0.0.1:" + strconv.Itoa(p[1]),
@@ -138,10 +140,14 @@ func (nd *Node) stop() {
 func (nd *Node) URL() string { return "http://" + nd.Addr }
 
 // Node returns the running node (nil while it is killed).
-func (nd *Node) Node() *node.Node { return nd.n }
+func (nd *Node) Node() *node.Node {
+	nd.c.mu.Lock()
+	defer nd.c.mu.Unlock()
+	return nd.n
+}
 
 // Running reports whether the node is up.
-func (nd *Node) Running() bool { return nd.n != nil }
+func (nd *Node) Running() bool { return nd.Node() != nil }
 
 // Close stops every node.
 func (c *Cluster) Close() {
@@ -211,7 +217,7 @@ func (c *Cluster) allKnow(leader string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, nd := range c.Nodes {
-		if nd.n != nil && nd.n.RaftLeader() != leader {
+		if nd.n != nil && (nd.n.RaftLeader() != leader || !nd.n.Ready()) {
 			return false
 		}
 	}
@@ -289,4 +295,24 @@ func testLogger(i int) zerolog.Logger {
 		l = zerolog.InfoLevel
 	}
 	return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(l).With().Timestamp().Int("node", i).Logger()
+}
+
+// WaitForFeeds waits until every running voter's NATS heartbeat feed has
+// been connected to every other voter for at least d.
+func (c *Cluster) WaitForFeeds(d time.Duration) {
+	c.t.Helper()
+	WaitFor(c.t, d+10*time.Second, "voters' heartbeat feeds connected", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, nd := range c.Nodes {
+			if nd.n == nil || nd.n.IsProxy() {
+				continue
+			}
+			since := nd.n.HeartbeatFeedSince()
+			if since.IsZero() || time.Since(since) < d {
+				return false
+			}
+		}
+		return true
+	})
 }

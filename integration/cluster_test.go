@@ -137,7 +137,7 @@ func TestClusterLeaderKillFailsOverWithoutExpiringLiveInstances(t *testing.T) {
 
 	// Let every voter's heartbeat feed run for more than a TTL, so the next
 	// leader can trust it.
-	time.Sleep(c.TTL + 200*time.Millisecond)
+	c.WaitForFeeds(c.TTL)
 	killed := time.Now()
 	c.Kill(leader.Index)
 	newLeader := c.WaitForLeader(5 * time.Second)
@@ -287,17 +287,11 @@ func TestClusterRestartAllVotersKeepsRegistry(t *testing.T) {
 	for i := range c.Nodes {
 		c.Kill(i)
 	}
+	// Starting a node does not wait for an election, so these start
+	// together as far as Raft can tell.
 	for i := range c.Nodes {
-		go c.Restart(i)
+		c.Restart(i)
 	}
-	WaitFor(t, 10*time.Second, "all nodes running", func() bool {
-		for _, nd := range c.Nodes {
-			if !nd.Running() {
-				return false
-			}
-		}
-		return true
-	})
 	l = c.WaitForLeader(10 * time.Second)
 	for _, nd := range c.Nodes {
 		WaitFor(t, 5*time.Second, "registry on "+nd.Addr, func() bool {

@@ -86,7 +86,7 @@ func (n *Node) ApplyForwarded(ctx context.Context, cmd []byte) (*api.AppliedComm
 		if err := v.raft.VerifyLeader().Error(); err != nil {
 			return nil, raftError(err)
 		}
-		return &api.AppliedCommand{Index: v.raft.AppliedIndex()}, nil
+		return &api.AppliedCommand{Index: v.fsm.AppliedIndex()}, nil
 	}
 	res, err := v.applyLocal(ctx, cmd)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"runtime"
+	"time"
 
 	"github.com/discoverd/discoverd/api"
 	"github.com/discoverd/discoverd/bus"
@@ -25,8 +26,8 @@ func (b busHeartbeats) Heartbeat(ctx context.Context, service string, inst *api.
 	if v.isLeader() {
 		return b.n.heartbeat(ctx, service, inst, true)
 	}
-	if stored, err := v.fsm.Instance(service, inst.ID); err == nil && stored != nil && stored.SameRegistration(inst) {
-		b.n.heartbeats.touch(hbKey{service, stored.ID}, nowNanos())
+	if name, stored, err := v.fsm.Lookup(service, inst.ID); err == nil && stored != nil && stored.SameRegistration(inst) {
+		b.n.heartbeats.touch(hbKey{name, stored.ID}, nowNanos())
 	}
 	return nil, bus.ErrNoReply
 }
@@ -68,4 +69,13 @@ func (n *Node) shareHeartbeat(service string, inst *api.Instance, fromBus bool) 
 		return
 	}
 	n.nc.Publish(bus.HeartbeatSubject(service), data)
+}
+
+// HeartbeatFeedSince is when this voter's NATS feed last became connected to
+// every other voter (the zero time while it is not, and on a single voter).
+func (n *Node) HeartbeatFeedSince() time.Time {
+	if ns := n.feedSince.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }

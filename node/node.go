@@ -287,12 +287,13 @@ func (n *Node) FSM() *fsm.FSM {
 	return nil
 }
 
-// WaitLeader blocks until the cluster has a known leader, or ctx ends.
+// WaitLeader blocks until the cluster has a known leader and this node is
+// ready to serve, or ctx ends.
 func (n *Node) WaitLeader(ctx context.Context) error {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if n.RaftLeader() != "" {
+		if n.RaftLeader() != "" && n.Ready() {
 			return nil
 		}
 		select {
@@ -323,4 +324,11 @@ func (n *Node) Close() error {
 		n.mux.close()
 	})
 	return err
+}
+
+// Ready reports whether the node serves requests: a voter whose state
+// machine has caught up with the cluster since it started, or a proxy.
+func (n *Node) Ready() bool {
+	v := n.v.Load()
+	return v == nil || v.ready.Load()
 }

@@ -31,7 +31,7 @@ func startNode(t *testing.T, dir, addr string) *Node {
 }
 
 func waitIsLeader(ctx context.Context, n *Node) error {
-	for !n.IsLeader() {
+	for !n.IsLeader() || !n.Ready() {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -130,12 +130,17 @@ func (n *Node) heartbeat(ctx context.Context, service string, inst *api.Instance
 	if !v.inContact() {
 		return nil, n.noLeaderError()
 	}
-	stored, err := v.fsm.Instance(service, inst.ID)
+	if err := v.readyErr(); err != nil {
+		return nil, err
+	}
+	// The table keys on the state machine's own strings, so it keeps no
+	// request's memory alive.
+	name, stored, err := v.fsm.Lookup(service, inst.ID)
 	if err != nil {
 		return nil, err
 	}
 	if stored != nil && stored.SameRegistration(inst) {
-		n.heartbeats.touch(hbKey{service, stored.ID}, time.Now().UnixNano())
+		n.heartbeats.touch(hbKey{name, stored.ID}, time.Now().UnixNano())
 		n.shareHeartbeat(service, stored, fromBus)
 		return stored, nil
 	}
@@ -143,7 +148,7 @@ func (n *Node) heartbeat(ctx context.Context, service string, inst *api.Instance
 	if err != nil {
 		return nil, err
 	}
-	n.heartbeats.touch(hbKey{service, res.Instance.ID}, time.Now().UnixNano())
+	n.heartbeats.touch(hbKey{name, res.Instance.ID}, time.Now().UnixNano())
 	n.shareHeartbeat(service, res.Instance, fromBus)
 	return res.Instance, nil
 }
@@ -216,17 +221,15 @@ func (n *Node) Consistent(ctx context.Context) error {
 	return nil
 }
 
-// waitApplied waits until the local state machine has applied index, or ctx
-// ends (or a few seconds pass), and reports whether it got there.
-func (v *voter) waitApplied(ctx context.Context, index uint64) bool {
-	deadline := time.Now().Add(5 * time.Second)
-	for v.raft.AppliedIndex() < index {
-		if ctx.Err() != nil || time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(time.Millisecond)
+// readyVoter returns the node's Raft side once its state machine has caught
+// up with the cluster, so that a node just restarted never serves the state
+// of before its log was replayed.
+func (n *Node) readyVoter() (*voter, error) {
+	v, err := n.voter()
+	if err != nil {
+		return nil, err
 	}
-	return true
+	return v, v.readyErr()
 }
 
 // errProxy answers reads on a proxy, whose HTTP requests are forwarded to a
@@ -243,33 +246,36 @@ func (n *Node) Services() []string {
 
 // Instances lists a service's instances in order of index.
 func (n *Node) Instances(service string) ([]*api.Instance, error) {
-	if v := n.v.Load(); v != nil {
-		return v.fsm.Instances(service)
+	v, err := n.readyVoter()
+	if err != nil {
+		return nil, err
 	}
-	return nil, errProxy
+	return v.fsm.Instances(service)
 }
 
 // Leader returns a service's leader (nil for none).
 func (n *Node) Leader(service string) (*api.Instance, error) {
-	if v := n.v.Load(); v != nil {
-		return v.fsm.Leader(service)
+	v, err := n.readyVoter()
+	if err != nil {
+		return nil, err
 	}
-	return nil, errProxy
+	return v.fsm.Leader(service)
 }
 
 // ServiceMeta returns a service's meta (nil for none).
 func (n *Node) ServiceMeta(service string) (*api.ServiceMeta, error) {
-	if v := n.v.Load(); v != nil {
-		return v.fsm.ServiceMeta(service)
+	v, err := n.readyVoter()
+	if err != nil {
+		return nil, err
 	}
-	return nil, errProxy
+	return v.fsm.ServiceMeta(service)
 }
 
 // AppliedIndex is the index of the last entry the state machine applied (0
 // on a proxy).
 func (n *Node) AppliedIndex() uint64 {
 	if v := n.v.Load(); v != nil {
-		return v.raft.AppliedIndex()
+		return v.fsm.AppliedIndex()
 	}
 	return 0
 }
@@ -277,7 +283,7 @@ func (n *Node) AppliedIndex() uint64 {
 // Subscribe opens a stream of one service's events; see httpapi.Backend.
 func (n *Node) Subscribe(service string, kinds api.KindMask, lastEventID uint64, resume bool) (api.Stream, error) {
 	kinds |= api.Mask(api.EventCurrent, api.EventResync)
-	v, err := n.voter()
+	v, err := n.readyVoter()
 	if err != nil {
 		return nil, err
 	}
@@ -308,7 +314,7 @@ func (n *Node) Status() api.Status {
 	st := api.Status{Role: "proxy", Addr: n.advertise, Leader: n.RaftLeader()}
 	if v := n.v.Load(); v != nil {
 		st.Role = roleName(v.raft.State())
-		st.AppliedIndex = v.raft.AppliedIndex()
+		st.AppliedIndex = v.fsm.AppliedIndex()
 	}
 	st.Healthy = st.Leader != ""
 	return st

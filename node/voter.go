@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,10 @@ type voter struct {
 	// leaderSince is when this node last became Raft leader (Unix nanos), 0
 	// when it is not leader.
 	leaderSince atomic.Int64
+	// ready is set once the state machine has caught up with the cluster
+	// after start: as leader, once every entry before its term is applied;
+	// as follower, once it applied the leader's index.
+	ready atomic.Bool
 
 	stopping chan struct{}
 	wg       sync.WaitGroup
@@ -43,6 +48,7 @@ type voter struct {
 type raftFSM struct {
 	*fsm.FSM
 	restoring bool
+	waiters   appliedWaiters
 }
 
 func (r *raftFSM) Restore(rc io.ReadCloser) error {
@@ -71,8 +77,9 @@ func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 	rc.ElectionTimeout = cfg.RaftHeartbeatTimeout
 	rc.LeaderLeaseTimeout = cfg.RaftHeartbeatTimeout / 2
 	rc.CommitTimeout = 5 * time.Millisecond
-	// Batching lets concurrent registrations share one disk write.
-	rc.BatchApplyCh = true
+	// Concurrent registrations share one disk write: the leader loop takes
+	// every apply that is waiting, up to MaxAppendEntries. (BatchApplyCh is
+	// left off: applies buffered in it are never answered if Raft shuts down.)
 	rc.MaxAppendEntries = 512
 	rc.SnapshotThreshold = 16384
 	rc.TrailingLogs = 10240
@@ -134,9 +141,10 @@ func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 	default:
 		n.log.Info().Msg("raft started without a configuration; waiting to be added by the leader")
 	}
-	v.wg.Add(2)
+	v.wg.Add(3)
 	go v.watchLeadership()
 	go v.runExpirer()
+	go v.awaitReady()
 	return v, nil
 }
 
@@ -169,8 +177,54 @@ func (v *voter) watchLeadership() {
 			}
 			v.leaderSince.Store(now.UnixNano())
 			v.n.log.Info().Bool("heartbeat_feed_trusted", trusted).Msg("became raft leader")
+			// A new leader may not have applied everything its predecessor
+			// committed; the barrier waits until it has, so the leaders it
+			// republishes are current.
+			if err := v.raft.Barrier(v.n.cfg.InstanceTTL).Error(); err != nil {
+				v.n.log.Warn().Err(err).Msg("waiting for the log to be applied after election")
+				continue
+			}
+			v.ready.Store(true)
 			v.n.republishLeaders(v)
 		}
+	}
+}
+
+var errCatchingUp = api.Errorf(api.CodeUnavailable, "this node is catching up with the raft log after starting; retry shortly or ask another node")
+
+func (v *voter) readyErr() error {
+	if v.ready.Load() {
+		return nil
+	}
+	return errCatchingUp
+}
+
+// awaitReady marks a follower ready once it has applied everything the
+// leader had applied when asked. (A leader is marked ready by
+// watchLeadership after its barrier.)
+func (v *voter) awaitReady() {
+	defer v.wg.Done()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for !v.ready.Load() {
+		select {
+		case <-v.stopping:
+			return
+		case <-t.C:
+		}
+		if v.raft.State() != raft.Follower {
+			continue
+		}
+		leader, _ := v.raft.LeaderWithID()
+		if leader == "" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		res, err := v.n.fwd.forward(ctx, string(leader), nil)
+		if err == nil && v.waitApplied(ctx, res.Index) {
+			v.ready.Store(true)
+		}
+		cancel()
 	}
 }
 
@@ -180,6 +234,7 @@ func (n *Node) republishLeaders(v *voter) {
 		return
 	}
 	events := v.fsm.LeaderEvents()
+	n.log.Debug().Int("services", len(events)).Msg("republishing leaders")
 	for i := range events {
 		n.publisher.Publish(&events[i])
 	}

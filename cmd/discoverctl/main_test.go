@@ -42,7 +42,7 @@ func startServer(t *testing.T) string {
 		n.Close()
 	})
 	deadline := time.Now().Add(10 * time.Second)
-	for !n.IsLeader() {
+	for !n.IsLeader() || !n.Ready() {
 		if time.Now().After(deadline) {
 			t.Fatal("server did not become leader")
 		}

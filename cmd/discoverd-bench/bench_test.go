@@ -53,7 +53,7 @@ func startServerTTL(t testing.TB, ttl time.Duration) *testServer {
 		n.Close()
 	})
 	deadline := time.Now().Add(10 * time.Second)
-	for !n.IsLeader() {
+	for !n.IsLeader() || !n.Ready() {
 		if time.Now().After(deadline) {
 			t.Fatal("the node did not become leader within 10s")
 		}
