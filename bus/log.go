@@ -1,0 +1,52 @@
+package bus
+
+import (
+	"fmt"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/rs/zerolog"
+)
+
+// natsLogger bridges nats-server's logger to zerolog.
+//
+// Levels: notice → info, warn → warn, error → error, fatal → error with
+// fatal=true (the embedded server must never exit the process: a fatal
+// condition, such as a port it cannot listen on, shows up as StartServer
+// failing), debug → debug, trace → trace. The server only formats debug and
+// trace lines when StartServer enabled them: debug when the logger passes
+// the debug level, trace (every protocol line, very verbose) only when
+// ServerConfig.Trace is set and the logger passes the trace level, since
+// zerolog.New's loggers pass the trace level unless told otherwise.
+type natsLogger struct {
+	log zerolog.Logger
+	// fatal receives the first fatal message, so that StartServer fails at
+	// once instead of waiting out its timeout.
+	fatal chan string
+}
+
+var _ server.Logger = natsLogger{}
+
+func (l natsLogger) Noticef(format string, v ...any) { l.log.Info().Msgf(format, v...) }
+func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn().Msgf(format, v...) }
+func (l natsLogger) Errorf(format string, v ...any)  { l.log.Error().Msgf(format, v...) }
+func (l natsLogger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.log.Error().Bool("fatal", true).Msg(msg)
+	select {
+	case l.fatal <- msg:
+	default:
+	}
+}
+func (l natsLogger) Debugf(format string, v ...any) { l.log.Debug().Msgf(format, v...) }
+func (l natsLogger) Tracef(format string, v ...any) { l.log.Trace().Msgf(format, v...) }
+
+// levelEnabled reports whether log writes events at lvl. It works for the
+// zero Logger too (which writes nothing).
+func levelEnabled(log zerolog.Logger, lvl zerolog.Level) bool {
+	e := log.WithLevel(lvl)
+	if e == nil {
+		return false
+	}
+	e.Discard()
+	return true
+}
