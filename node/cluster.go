@@ -289,6 +289,14 @@ func (n *Node) voterUpkeep(ctx context.Context, v *voter) {
 		}
 		connected = len(leafs) == 0 || n.nats.NumLeafNodes() > 0
 	}
+	// A link that just came up may have missed events while it was down:
+	// the leader republishes every service's leader so that subscribers
+	// behind it converge, as it does when it takes over.
+	links := n.nats.NumRemotes() + n.nats.NumLeafNodes()
+	if links > n.natsLinks && v.isLeader() && v.ready.Load() {
+		n.republishLeaders(v)
+	}
+	n.natsLinks = links
 	if connected && len(voters) > 1 {
 		if n.feedSince.Load() == 0 {
 			n.feedSince.Store(time.Now().UnixNano())

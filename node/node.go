@@ -106,6 +106,8 @@ type Node struct {
 	// other voter (Unix nanos), 0 while it lacks some: a heartbeat table fed
 	// for less than a TTL cannot be trusted to expire anything.
 	feedSince atomic.Int64
+	// natsLinks is the number of routes and leafnodes the upkeep last saw.
+	natsLinks int
 
 	// voters is the proxy's view of the voters, leader first.
 	votersMu    sync.Mutex
