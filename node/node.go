@@ -238,12 +238,30 @@ func (n *Node) Info() api.NodeInfo {
 	info := api.NodeInfo{Addr: n.advertise}
 	if n.nats != nil {
 		if a := n.nats.ClientAddr(); a != bus.ClientAddrOff {
-			info.NATSAddr = a
+			info.NATSAddr = n.reachable(a)
 		}
-		info.NATSCluster = n.nats.ClusterAddr()
-		info.NATSLeaf = n.nats.LeafAddr()
+		info.NATSCluster = n.reachable(n.nats.ClusterAddr())
+		info.NATSLeaf = n.reachable(n.nats.LeafAddr())
 	}
 	return info
+}
+
+// reachable turns a bound address into one other nodes can dial: a port
+// bound on every interface (0.0.0.0:6222, as in a container) is announced on
+// the host of the advertised address.
+func (n *Node) reachable(bound string) string {
+	host, port, err := net.SplitHostPort(bound)
+	if err != nil || bound == "" {
+		return bound
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return bound
+	}
+	advHost, _, err := net.SplitHostPort(n.advertise)
+	if err != nil {
+		return bound
+	}
+	return net.JoinHostPort(advHost, port)
 }
 
 // onEvents is the state machine's sink: it keeps the heartbeat table in step

@@ -199,3 +199,20 @@ func metaIndex(n *Node) uint64 {
 	}
 	return m.Index
 }
+
+func TestReachableAnnouncesTheAdvertisedHostForWildcardBinds(t *testing.T) {
+	n := &Node{advertise: "voter1:1111"}
+	cases := map[string]string{
+		"0.0.0.0:6222":   "voter1:6222",
+		"[::]:6222":      "voter1:6222",
+		":6222":          "voter1:6222",
+		"127.0.0.1:6222": "127.0.0.1:6222",
+		"10.1.2.3:4222":  "10.1.2.3:4222",
+		"":               "",
+	}
+	for bound, want := range cases {
+		if got := n.reachable(bound); got != want {
+			t.Errorf("reachable(%q) = %q, want %q", bound, got, want)
+		}
+	}
+}
