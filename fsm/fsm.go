@@ -64,6 +64,7 @@ func (f *FSM) ApplyCommand(index uint64, data []byte) *Result {
 		f.applied = index
 	}
 	f.events = f.events[:0]
+	defer func() { f.appliedPub.Store(f.applied) }()
 	if len(data) == 0 {
 		res.Err = api.Errorf(api.CodeValidation, "empty command")
 		return res
@@ -125,7 +126,6 @@ func (f *FSM) ApplyCommand(index uint64, data []byte) *Result {
 	if len(f.events) > 0 && f.sink != nil {
 		f.sink(f.events)
 	}
-	f.appliedPub.Store(f.applied)
 	return res
 }
 

@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/discoverd/discoverd/api"
@@ -26,7 +28,11 @@ var proxyLocalPaths = map[string]bool{
 var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
 type proxy struct {
-	voters    func() []string
+	voters func() []string
+	// sticky is the voter that last answered: requests keep going to it, so
+	// a client of the proxy sees one voter's state move only forward (its
+	// own writes included) until that voter fails.
+	sticky    atomic.Pointer[string]
 	local     http.Handler
 	transport *http.Transport
 	log       zerolog.Logger
@@ -85,6 +91,11 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	voters := p.voters()
+	if last := p.sticky.Load(); last != nil {
+		if i := slices.Index(voters, *last); i > 0 {
+			voters = append([]string{*last}, slices.Delete(voters, i, i+1)...)
+		}
+	}
 	if len(voters) == 0 {
 		p.fail(w, http.StatusServiceUnavailable, api.Errorf(api.CodeUnavailable, "this proxy knows no voter to forward to"))
 		return
@@ -112,6 +123,9 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			resp.Body.Close()
 			lastErr = errors.New(addr + " answered 503")
 			continue
+		}
+		if last := p.sticky.Load(); last == nil || *last != addr {
+			p.sticky.Store(&addr)
 		}
 		p.relay(w, resp)
 		return

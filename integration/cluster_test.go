@@ -49,7 +49,8 @@ func TestClusterSSEThroughProxy(t *testing.T) {
 	proxy := c.Proxies()[0]
 	mustDo(t, "PUT", proxy.URL()+"/services/web", api.ServiceConfig{})
 	if code, b := register(t, proxy.URL(), "web", "a", "10.0.0.1:80"); code != 200 {
-		t.Fatalf("%d %s", code, b)
+		t.Fatalf("register through the proxy right after creating the service through it: %d %s (leader %s, proxy's voters %v)",
+			code, b, c.Leader().Addr, proxy.Node().Voters())
 	}
 	s := openSSE(t, proxy.URL()+"/services/web")
 	for _, want := range []api.EventKind{api.EventUp, api.EventLeader, api.EventCurrent} {

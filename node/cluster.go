@@ -176,6 +176,7 @@ func (n *Node) Promote(ctx context.Context) error {
 			continue
 		}
 		if v.waitApplied(ctx, res.Index) {
+			v.ready.Store(true)
 			n.v.Store(v)
 			n.subscribeHeartbeats(v)
 			n.log.Info().Uint64("index", res.Index).Msg("promoted to voter")
