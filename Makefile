@@ -11,6 +11,9 @@ help:
 	@echo "make test         run every test (with the race detector)"
 	@echo "make test-short   run the tests without the race detector"
 	@echo "make vet          gofmt and go vet"
+	@echo "make cluster-up   build the static binary and the image, start 3 voters + 2 proxies (docker-compose)"
+	@echo "make cluster-down remove the compose cluster's containers, networks and volumes"
+	@echo "make test-cluster run the fault scenarios against a compose cluster (needs Docker)"
 
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
@@ -35,3 +38,24 @@ clean:
 # BENCH_DURATION, BENCH_CONCURRENCY, BENCH_OUT etc.: see scripts/bench.sh.
 bench:
 	GO=$(GO) ./scripts/bench.sh
+
+# --- docker-compose cluster and fault tests (see README "A cluster with docker-compose") ---
+.PHONY: image cluster-up cluster-down test-cluster
+# The Docker engine cannot pull images: the image is FROM scratch with the
+# static binaries built here (CGO_ENABLED=0) into bin/docker/.
+image:
+	GO=$(GO) ./scripts/cluster.sh image
+
+# Builds, starts docker-compose.yml (project "discoverd") and waits until every
+# node is healthy and knows the Raft leader. Ports: see docker-compose.yml.
+cluster-up:
+	GO=$(GO) ./scripts/cluster.sh up
+
+cluster-down:
+	./scripts/cluster.sh down
+
+# The fault scenarios (integration/compose_*_test.go, build tag compose):
+# each brings up its own cluster (project "discoverdtest", ports 211xx/242xx).
+test-cluster:
+	GO=$(GO) ./scripts/cluster.sh test
+# --- end docker-compose cluster ---

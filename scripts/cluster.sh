@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The docker-compose cluster (3 voters + 2 proxies, docker-compose.yml).
+#
+#   scripts/cluster.sh image   build bin/docker/{discoverd,healthcheck} (static) and the image
+#   scripts/cluster.sh up      image, then start the cluster and wait until every node serves
+#   scripts/cluster.sh wait    wait until every node is healthy and knows the Raft leader
+#   scripts/cluster.sh down    remove the containers, networks and data volumes
+#   scripts/cluster.sh test    run the fault scenarios (go test -tags compose ./integration)
+#
+# Variables: COMPOSE_PROJECT (default discoverd), COMPOSE_FILES (default
+# docker-compose.yml; colon-separated), DISCOVERD_IMAGE (default
+# discoverd:latest), GO (default go), WAIT_TIMEOUT in seconds (default 90).
+# The Docker engine needs no registry: the image is FROM scratch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GO=${GO:-go}
+COMPOSE_PROJECT=${COMPOSE_PROJECT:-discoverd}
+COMPOSE_FILES=${COMPOSE_FILES:-docker-compose.yml}
+export DISCOVERD_IMAGE=${DISCOVERD_IMAGE:-discoverd:latest}
+WAIT_TIMEOUT=${WAIT_TIMEOUT:-90}
+
+compose() {
+  local args=(-p "$COMPOSE_PROJECT") f
+  IFS=: read -r -a files <<<"$COMPOSE_FILES"
+  for f in "${files[@]}"; do args+=(-f "$f"); done
+  docker-compose "${args[@]}" "$@"
+}
+
+need_docker() {
+  if ! docker info >/dev/null 2>&1; then
+    echo "cluster.sh: no Docker engine answers (docker info failed)" >&2
+    exit 1
+  fi
+  if ! command -v docker-compose >/dev/null 2>&1; then
+    echo "cluster.sh: docker-compose (v1.29 or later) is not installed" >&2
+    exit 1
+  fi
+}
+
+image() {
+  need_docker
+  mkdir -p bin/docker
+  echo "building bin/docker/discoverd and bin/docker/healthcheck (CGO_ENABLED=0)"
+  CGO_ENABLED=0 "$GO" build -trimpath -o bin/docker/discoverd ./cmd/discoverd
+  CGO_ENABLED=0 "$GO" build -trimpath -o bin/docker/healthcheck ./docker/healthcheck
+  echo "building image $DISCOVERD_IMAGE"
+  local out
+  if ! out=$(docker build -q -t "$DISCOVERD_IMAGE" . 2>&1); then
+    echo "$out" >&2
+    exit 1
+  fi
+}
+
+wait_ready() {
+  local deadline=$((SECONDS + WAIT_TIMEOUT)) ids id name health ok
+  while :; do
+    ok=1
+    ids=$(compose ps -q)
+    if [ -z "$ids" ]; then ok=0; fi
+    for id in $ids; do
+      name=$(docker inspect -f '{{.Name}}' "$id")
+      health=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id")
+      if [ "$health" != healthy ]; then ok=0; break; fi
+      # /ping says the process answers; the status says it knows the leader.
+      if ! docker exec "$id" /healthcheck /.well-known/status >/dev/null 2>&1; then ok=0; break; fi
+    done
+    if [ "$ok" = 1 ]; then
+      echo "cluster $COMPOSE_PROJECT is up:"
+      for id in $ids; do
+        printf '  %-28s %s\n' "$(docker inspect -f '{{.Name}}' "$id" | sed 's#^/##')" "$(docker exec "$id" /healthcheck /.well-known/status)"
+      done
+      return 0
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "cluster.sh: the cluster was not healthy within ${WAIT_TIMEOUT}s (waiting on ${name:-containers}: ${health:-none})" >&2
+      compose ps >&2 || true
+      compose logs --tail=30 >&2 || true
+      return 1
+    fi
+    sleep 1
+  done
+}
+
+case "${1:-}" in
+  image)
+    image
+    ;;
+  up)
+    image
+    compose up -d --no-build
+    wait_ready
+    ;;
+  wait)
+    need_docker
+    wait_ready
+    ;;
+  down)
+    need_docker
+    compose down -v --remove-orphans
+    ;;
+  test)
+    need_docker
+    exec "$GO" test -tags compose -count=1 -timeout 20m -v -run Compose ./integration
+    ;;
+  *)
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+esac
