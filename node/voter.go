@@ -175,15 +175,14 @@ func (v *voter) watchLeadership() {
 				// full TTL from now.
 				v.n.heartbeats.resetAll(now.UnixNano())
 			}
-			v.leaderSince.Store(now.UnixNano())
 			v.n.log.Info().Bool("heartbeat_feed_trusted", trusted).Msg("became raft leader")
 			// A new leader may not have applied everything its predecessor
-			// committed; the barrier waits until it has, so the leaders it
-			// republishes are current.
-			if err := v.raft.Barrier(v.n.cfg.InstanceTTL).Error(); err != nil {
-				v.n.log.Warn().Err(err).Msg("waiting for the log to be applied after election")
+			// committed; the barrier waits until it has, so that it neither
+			// serves, expires nor republishes from an old state.
+			if !v.awaitBarrier() {
 				continue
 			}
+			v.leaderSince.Store(now.UnixNano())
 			v.ready.Store(true)
 			v.n.republishLeaders(v)
 		}
@@ -226,6 +225,24 @@ func (v *voter) awaitReady() {
 		}
 		cancel()
 	}
+}
+
+// awaitBarrier waits until every entry before this leader's term is applied,
+// retrying while it still leads; it reports false once it no longer does.
+func (v *voter) awaitBarrier() bool {
+	for v.isLeader() {
+		err := v.raft.Barrier(v.n.cfg.InstanceTTL).Error()
+		if err == nil {
+			return true
+		}
+		v.n.log.Warn().Err(err).Msg("waiting for the log to be applied after election")
+		select {
+		case <-v.stopping:
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return false
 }
 
 // republishLeaders sends the current leader event of every service on NATS.
