@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -43,7 +44,7 @@ func BenchmarkDecodeInstance(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			var inst api.Instance
-			if err := decodeInstance(benchPayload, &inst); err != nil {
+			if err := api.DecodeInstance(benchPayload, &inst); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -52,7 +53,7 @@ func BenchmarkDecodeInstance(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			var inst api.Instance
-			if err := jsonUnmarshal(benchPayload, &inst); err != nil {
+			if err := json.Unmarshal(benchPayload, &inst); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -146,7 +146,7 @@ func SubscribeHeartbeats(nc *nats.Conn, queue string, workers int, h HeartbeatHa
 
 // handle processes one heartbeat message. It is the hottest path of
 // discoverd: no fmt, and no allocation beyond the instance itself (its
-// strings share one copy of the payload, see decodeInstance), its meta map,
+// strings share one copy of the payload, see api.DecodeInstance), its meta map,
 // the call's context (see callContext) and, on failure, the answer.
 func (hs *HeartbeatSubscriber) handle(msg *nats.Msg) {
 	hs.received.Add(1)
@@ -161,8 +161,8 @@ func (hs *HeartbeatSubscriber) handle(msg *nats.Msg) {
 		return
 	}
 	inst := new(api.Instance)
-	if err := decodeInstance(msg.Data, inst); err != nil {
-		hs.reject(msg, err)
+	if err := api.DecodeInstance(msg.Data, inst); err != nil {
+		hs.reject(msg, api.Errorf(api.CodeValidation, "malformed instance JSON: %v", err))
 		return
 	}
 	if err := api.PrepareInstance(inst, ""); err != nil {

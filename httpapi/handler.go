@@ -263,7 +263,7 @@ func (h *handler) decodeBody(w http.ResponseWriter, r *http.Request, v any, what
 		return true, nil
 	}
 	if inst, ok := v.(*api.Instance); ok {
-		err = decodeInstance(b, inst)
+		err = api.DecodeInstance(b, inst)
 	} else {
 		err = json.Unmarshal(b, v)
 	}
