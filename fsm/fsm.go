@@ -441,7 +441,7 @@ func (f *FSM) prelude(s *service, kinds api.KindMask) []api.Event {
 	var out []api.Event
 	idx := f.applied
 	if kinds.Has(api.EventUp) {
-		out = make([]api.Event, 0, len(s.byID)+3)
+		out = make([]api.Event, 0, s.len()+3)
 		for _, inst := range s.order[s.head:] {
 			if inst != nil {
 				out = append(out, api.Event{Service: s.name, Kind: api.EventUp, Instance: inst, Index: idx})

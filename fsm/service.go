@@ -8,16 +8,18 @@ import (
 
 // service is the state of one service.
 //
-// Instances are kept twice: by id for lookup, and in order of index for the
-// oldest-leader rule and for listing. Because an instance's index is the Raft
-// index of its first add, a new instance always has the highest index so far
-// and is appended; a removal leaves a nil hole that is skipped, and the holes
-// are compacted away once they are half the slice. Each id maps to its slot,
-// so every change costs O(1) amortized and leader upkeep never scans.
+// Instances are kept in order of index, for the oldest-leader rule and for
+// listing, and found by id through a hash index of their positions. Because
+// an instance's index is the Raft index of its first add, a new instance
+// always has the highest index so far and is appended; a removal leaves a nil
+// hole that is skipped, and the holes are compacted away once they are half
+// the slice. So every change costs O(1) amortized and leader upkeep never
+// scans.
 type service struct {
 	name   string
 	config api.ServiceConfig
-	byID   map[string]slot
+	// index maps each live instance's id to its position in order.
+	index idIndex
 	// order holds instances sorted by index; removed ones are nil holes.
 	order []*api.Instance
 	// head is the position of the first non-nil entry of order (or len(order)).
@@ -28,18 +30,18 @@ type service struct {
 	meta         *api.ServiceMeta
 }
 
-// slot is an instance and its position in service.order.
-type slot struct {
-	inst *api.Instance
-	pos  int
+func newService(name string, cfg api.ServiceConfig) *service {
+	return &service{name: name, config: cfg, index: newIDIndex()}
 }
 
-func newService(name string, cfg api.ServiceConfig) *service {
-	return &service{name: name, config: cfg, byID: make(map[string]slot)}
-}
+// len is the number of instances.
+func (s *service) len() int { return s.index.n }
 
 func (s *service) get(id string) *api.Instance {
-	return s.byID[id].inst
+	if p := s.index.find(s.order, id); p >= 0 {
+		return s.order[p]
+	}
+	return nil
 }
 
 // leader returns the current leader, or nil.
@@ -59,31 +61,29 @@ func (s *service) leader() *api.Instance {
 // put stores inst, appending it when new and replacing it in place when it
 // updates an existing instance (which keeps its index).
 func (s *service) put(inst *api.Instance) {
-	if old, ok := s.byID[inst.ID]; ok {
-		s.order[old.pos] = inst
-		s.byID[inst.ID] = slot{inst, old.pos}
+	if p := s.index.find(s.order, inst.ID); p >= 0 {
+		s.order[p] = inst
 		return
 	}
-	if n := len(s.order); n > 0 && s.order[n-1] != nil && s.order[n-1].Index >= inst.Index {
+	n := len(s.order)
+	s.order = append(s.order, inst)
+	if n > 0 && s.order[n-1] != nil && s.order[n-1].Index >= inst.Index {
 		// Only a snapshot written out of order could get here; keep the order
 		// right rather than trust it.
-		s.byID[inst.ID] = slot{inst, n}
-		s.order = append(s.order, inst)
 		s.rebuildOrder()
 		return
 	}
-	s.byID[inst.ID] = slot{inst, len(s.order)}
-	s.order = append(s.order, inst)
+	s.index.insert(inst.ID, n)
 }
 
 // remove deletes the instance with id and returns it, or nil if absent.
 func (s *service) remove(id string) *api.Instance {
-	sl, ok := s.byID[id]
-	if !ok {
+	p := s.index.remove(s.order, id)
+	if p < 0 {
 		return nil
 	}
-	delete(s.byID, id)
-	s.order[sl.pos] = nil
+	inst := s.order[p]
+	s.order[p] = nil
 	s.holes++
 	for s.head < len(s.order) && s.order[s.head] == nil {
 		s.head++
@@ -94,38 +94,41 @@ func (s *service) remove(id string) *api.Instance {
 	if s.holes > 16 && s.holes > len(s.order)/2 {
 		s.compact()
 	}
-	return sl.inst
+	return inst
 }
 
 func (s *service) compact() {
-	out := make([]*api.Instance, 0, len(s.byID)+len(s.byID)/4)
+	n := s.len()
+	out := make([]*api.Instance, 0, n+n/4)
 	for _, inst := range s.order {
 		if inst != nil {
-			s.byID[inst.ID] = slot{inst, len(out)}
 			out = append(out, inst)
 		}
 	}
 	s.order = out
 	s.head = 0
 	s.holes = 0
+	s.index.rebuild(s.order)
 }
 
 func (s *service) rebuildOrder() {
-	s.order = s.order[:0]
-	for _, sl := range s.byID {
-		s.order = append(s.order, sl.inst)
+	live := s.order[:0]
+	for _, inst := range s.order {
+		if inst != nil {
+			live = append(live, inst)
+		}
 	}
+	clear(s.order[len(live):])
+	s.order = live
 	sort.Slice(s.order, func(i, j int) bool { return s.order[i].Index < s.order[j].Index })
-	for i, inst := range s.order {
-		s.byID[inst.ID] = slot{inst, i}
-	}
 	s.head = 0
 	s.holes = 0
+	s.index.rebuild(s.order)
 }
 
 // instances returns the instances in order of index.
 func (s *service) instances() []*api.Instance {
-	out := make([]*api.Instance, 0, len(s.byID))
+	out := make([]*api.Instance, 0, s.len())
 	for _, inst := range s.order[s.head:] {
 		if inst != nil {
 			out = append(out, inst)

@@ -35,22 +35,65 @@ func checkService(t testing.TB, s *service) {
 		}
 		last = inst.Index
 		live++
-		sl, ok := s.byID[inst.ID]
-		if !ok || sl.inst != inst || sl.pos != i {
-			t.Fatalf("%s: byID[%s] = %+v, instance is at %d", s.name, inst.ID, sl, i)
+		if p := s.index.find(s.order, inst.ID); p != i || s.get(inst.ID) != inst {
+			t.Fatalf("%s: index finds %s at %d, instance is at %d", s.name, inst.ID, p, i)
 		}
 	}
 	if holes != s.holes {
 		t.Fatalf("%s: %d holes, counted %d", s.name, holes, s.holes)
 	}
-	if live != len(s.byID) {
-		t.Fatalf("%s: %d live in order, %d by id", s.name, live, len(s.byID))
+	if live != s.len() {
+		t.Fatalf("%s: %d live in order, %d in the index", s.name, live, s.len())
 	}
+	checkIndex(t, s)
 	if s.holes > 16 && s.holes > len(s.order)/2 {
 		t.Fatalf("%s: %d holes in %d slots were not compacted", s.name, s.holes, len(s.order))
 	}
 	if s.manualLeader != "" && s.get(s.manualLeader) == nil {
 		t.Fatalf("%s: manual leader %q is not an instance", s.name, s.manualLeader)
+	}
+}
+
+// checkIndex verifies the id index of one service: as many used slots as
+// live instances, each pointing at a live instance whose id has its tag and
+// reachable from its home slot without crossing an empty one, and a load
+// of at most 3/4.
+func checkIndex(t testing.TB, s *service) {
+	t.Helper()
+	x := &s.index
+	if len(x.slots) != 0 && len(x.slots)&(len(x.slots)-1) != 0 {
+		t.Fatalf("%s: %d index slots, not a power of two", s.name, len(x.slots))
+	}
+	if x.n*4 > len(x.slots)*3 {
+		t.Fatalf("%s: %d entries in %d index slots", s.name, x.n, len(x.slots))
+	}
+	used := 0
+	seen := make(map[int]bool)
+	for i, sl := range x.slots {
+		if sl == 0 {
+			continue
+		}
+		used++
+		p := slotPos(sl)
+		if p < 0 || p >= len(s.order) || s.order[p] == nil {
+			t.Fatalf("%s: index slot %d points at %d, not a live instance", s.name, i, p)
+		}
+		if seen[p] {
+			t.Fatalf("%s: two index slots point at %d", s.name, p)
+		}
+		seen[p] = true
+		if got := x.tag(s.order[p].ID); got != slotTag(sl) {
+			t.Fatalf("%s: index slot %d has tag %x, %s hashes to %x", s.name, i, slotTag(sl), s.order[p].ID, got)
+		}
+		mask := x.mask()
+		for j := slotTag(sl) & mask; j != uint32(i); j = (j + 1) & mask {
+			if x.slots[j] == 0 {
+				t.Fatalf("%s: index slot %d is cut off from its home %d by an empty slot at %d", s.name, i, slotTag(sl)&mask, j)
+			}
+		}
+	}
+	if used != x.n {
+		t.Fatalf("%s: %d index slots used, %d counted", s.name, used, x.n)
 	}
 }
 
@@ -327,5 +370,47 @@ func TestServiceCompaction(t *testing.T) {
 		h.expectLeader("a", "-")
 		h.expectLeader("m", "-")
 		h.rec.take()
+	}
+}
+
+// TestIDIndexChurn runs small indexes (where runs wrap around the end of
+// the slots) through random inserts, updates and removals against a map,
+// checking the whole structure after every step.
+func TestIDIndexChurn(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for round := 0; round < 200; round++ {
+		s := newService("s", api.ServiceConfig{LeaderType: api.LeaderTypeOldest})
+		model := map[string]*api.Instance{}
+		ids := 1 + rng.IntN(40)
+		var index uint64
+		for step := 0; step < 300; step++ {
+			id := "i" + strconv.Itoa(rng.IntN(ids))
+			switch {
+			case rng.IntN(3) > 0:
+				index++
+				in := &api.Instance{ID: id, Addr: "h:" + strconv.Itoa(step+1), Proto: "tcp", Index: index}
+				if old := model[id]; old != nil {
+					in.Index = old.Index
+				}
+				s.put(in)
+				model[id] = in
+			default:
+				got := s.remove(id)
+				if got != model[id] {
+					t.Fatalf("round %d step %d: remove %s = %v, want %v", round, step, id, got, model[id])
+				}
+				delete(model, id)
+			}
+			checkService(t, s)
+			if s.len() != len(model) {
+				t.Fatalf("round %d step %d: %d instances, want %d", round, step, s.len(), len(model))
+			}
+			for i := 0; i < ids; i++ {
+				id := "i" + strconv.Itoa(i)
+				if got := s.get(id); got != model[id] {
+					t.Fatalf("round %d step %d: get %s = %v, want %v", round, step, id, got, model[id])
+				}
+			}
+		}
 	}
 }
