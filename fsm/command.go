@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"encoding/json"
+	"fmt"
 
 	"github.com/discoverd/discoverd/api"
 )
@@ -23,6 +24,11 @@ const (
 	CmdExpireInstances                    // 7
 	CmdSetNode                            // 8
 	CmdRemoveNode                         // 9
+	// CmdAddInstanceCompact is CmdAddInstance with the compact binary body
+	// of EncodeAddInstance instead of JSON: a third of the bytes in the log
+	// and a decode that allocates once. Type 5 is still applied, for logs
+	// written before.
+	CmdAddInstanceCompact // 10
 )
 
 func (t CommandType) String() string {
@@ -45,6 +51,8 @@ func (t CommandType) String() string {
 		return "set_node"
 	case CmdRemoveNode:
 		return "remove_node"
+	case CmdAddInstanceCompact:
+		return "add_instance_compact"
 	}
 	return "unknown"
 }
@@ -110,8 +118,19 @@ type RemoveNode struct {
 	Addr string `json:"addr"`
 }
 
-// Encode builds a log entry: the type byte followed by the JSON body.
+// Encode builds a log entry: the type byte followed by the JSON body, or
+// for CmdAddInstanceCompact (body an AddInstance or *AddInstance) the
+// compact body of EncodeAddInstance.
 func Encode(t CommandType, body any) ([]byte, error) {
+	if t == CmdAddInstanceCompact {
+		switch c := body.(type) {
+		case *AddInstance:
+			return EncodeAddInstance(c.Service, &c.Instance), nil
+		case AddInstance:
+			return EncodeAddInstance(c.Service, &c.Instance), nil
+		}
+		return nil, fmt.Errorf("fsm: %s takes an AddInstance, not %T", t, body)
+	}
 	b, err := json.Marshal(body)
 	if err != nil {
 		return nil, err

@@ -94,7 +94,19 @@ func (f *FSM) ApplyCommand(index uint64, data []byte) *Result {
 	case CmdAddInstance:
 		var c AddInstance
 		if res.Err = decode(body, &c); res.Err == nil {
-			res.Instance, res.Err = f.addInstance(index, &c)
+			var s *service
+			if s, res.Err = f.service(c.Service); res.Err == nil {
+				res.Instance, res.Err = f.addInstance(index, s, c.Instance)
+			}
+		}
+	case CmdAddInstanceCompact:
+		name, in, err := decodeAddInstance(body)
+		if res.Err = err; err == nil {
+			if s, ok := f.services[string(name)]; !ok {
+				res.Err = notFound(string(name))
+			} else {
+				res.Instance, res.Err = f.addInstance(index, s, in)
+			}
 		}
 	case CmdRemoveInstance:
 		var c RemoveInstance
@@ -141,9 +153,13 @@ func (f *FSM) emit(ev api.Event) { f.events = append(f.events, ev) }
 func (f *FSM) service(name string) (*service, error) {
 	s, ok := f.services[name]
 	if !ok {
-		return nil, api.Errorf(api.CodeNotFound, "service %q does not exist", name)
+		return nil, notFound(name)
 	}
 	return s, nil
+}
+
+func notFound(service string) error {
+	return api.Errorf(api.CodeNotFound, "service %q does not exist", service)
 }
 
 func (f *FSM) addService(c *AddService) error {
@@ -221,12 +237,9 @@ func (f *FSM) setLeader(index uint64, c *SetLeader) error {
 	return nil
 }
 
-func (f *FSM) addInstance(index uint64, c *AddInstance) (*api.Instance, error) {
-	s, err := f.service(c.Service)
-	if err != nil {
-		return nil, err
-	}
-	in := c.Instance
+// addInstance registers in (decoded from the entry, so owned by the state
+// machine from here on) in s.
+func (f *FSM) addInstance(index uint64, s *service, in api.Instance) (*api.Instance, error) {
 	if err := api.PrepareInstance(&in, ""); err != nil {
 		return nil, err
 	}
@@ -235,7 +248,8 @@ func (f *FSM) addInstance(index uint64, c *AddInstance) (*api.Instance, error) {
 		return old, nil
 	}
 	prevLeader := s.leader()
-	inst := &in
+	inst := new(api.Instance)
+	*inst = in
 	kind := api.EventUp
 	if old != nil {
 		inst.Index = old.Index
