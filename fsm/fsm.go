@@ -135,10 +135,27 @@ func (f *FSM) ApplyCommand(index uint64, data []byte) *Result {
 	default:
 		res.Err = api.Errorf(api.CodeValidation, "unknown command type %d", data[0])
 	}
+	f.flush()
+	return res
+}
+
+// maxKeptEvents bounds the event buffer kept between entries: one entry
+// that emitted more (a service of many instances removed) does not keep
+// its buffer, nor the instances it pointed to, alive.
+const maxKeptEvents = 1024
+
+// flush hands the entry's events to the sink and empties the buffer, so
+// that it holds no removed instance alive until it is next overwritten.
+func (f *FSM) flush() {
 	if len(f.events) > 0 && f.sink != nil {
 		f.sink(f.events)
 	}
-	return res
+	if cap(f.events) > maxKeptEvents {
+		f.events = nil
+	} else {
+		clear(f.events)
+		f.events = f.events[:0]
+	}
 }
 
 func decode(body []byte, v any) error {

@@ -125,9 +125,7 @@ func (f *FSM) restore(st *snapshotState) error {
 	f.nodes = nodes
 	f.applied = st.Index
 	f.appliedPub.Store(st.Index)
-	if len(f.events) > 0 && f.sink != nil {
-		f.sink(f.events)
-	}
+	f.flush()
 	return nil
 }
 
