@@ -144,7 +144,9 @@ func (n *Node) heartbeat(ctx context.Context, service string, inst *api.Instance
 		n.shareHeartbeat(service, stored, fromBus)
 		return stored, nil
 	}
-	res, err := n.apply(ctx, fsm.CmdAddInstance, &fsm.AddInstance{Service: service, Instance: *inst})
+	// The compact encoding: a third of the JSON's bytes in the log, and no
+	// reflection to build or to apply.
+	res, err := n.applyEncoded(ctx, fsm.EncodeAddInstance(service, inst))
 	if err != nil {
 		return nil, err
 	}
