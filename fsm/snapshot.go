@@ -1,9 +1,12 @@
 package fsm
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
+	"slices"
 	"sort"
+	"strconv"
 
 	"github.com/discoverd/discoverd/api"
 	"github.com/hashicorp/raft"
@@ -60,13 +63,154 @@ func (f *FSM) capture() *snapshotState {
 	return st
 }
 
-// Persist implements raft.FSMSnapshot.
+// Persist implements raft.FSMSnapshot. It writes the JSON of the state
+// (the same bytes as json.Encoder would) one instance at a time, so a
+// snapshot of a big registry costs a small buffer rather than a copy of
+// the whole encoding in memory.
 func (st *snapshotState) Persist(sink raft.SnapshotSink) error {
-	if err := json.NewEncoder(sink).Encode(st); err != nil {
+	w := bufio.NewWriterSize(sink, persistBuffer)
+	err := st.encode(w)
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
 		sink.Cancel()
 		return err
 	}
 	return sink.Close()
+}
+
+const persistBuffer = 64 << 10
+
+// encode writes st as json.Encoder.Encode would: the value, then a newline.
+func (st *snapshotState) encode(w *bufio.Writer) error {
+	b := make([]byte, 0, 512)
+	b = append(b, `{"index":`...)
+	b = strconv.AppendUint(b, st.Index, 10)
+	b = append(b, `,"services":`...)
+	if st.Services == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i := range st.Services {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			var err error
+			if b, err = st.Services[i].appendJSON(b, w); err != nil {
+				return err
+			}
+		}
+		b = append(b, ']')
+	}
+	if len(st.Nodes) > 0 {
+		b = append(b, `,"nodes":`...)
+		var err error
+		if b, err = appendMarshal(b, st.Nodes); err != nil {
+			return err
+		}
+	}
+	b = append(b, "}\n"...)
+	_, err := w.Write(b)
+	return err
+}
+
+// appendJSON appends the JSON of one service to b, writing b out to w
+// whenever it has grown past the buffer size.
+func (ss *snapshotService) appendJSON(b []byte, w *bufio.Writer) ([]byte, error) {
+	var err error
+	b = append(b, `{"name":`...)
+	if b, err = appendMarshal(b, ss.Name); err != nil {
+		return b, err
+	}
+	b = append(b, `,"config":`...)
+	if b, err = appendMarshal(b, ss.Config); err != nil {
+		return b, err
+	}
+	b = append(b, `,"instances":`...)
+	if ss.Instances == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, inst := range ss.Instances {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendInstanceJSON(b, inst)
+			if len(b) >= persistBuffer {
+				if _, err := w.Write(b); err != nil {
+					return b, err
+				}
+				b = b[:0]
+			}
+		}
+		b = append(b, ']')
+	}
+	if ss.ManualLeader != "" {
+		b = append(b, `,"manual_leader":`...)
+		if b, err = appendMarshal(b, ss.ManualLeader); err != nil {
+			return b, err
+		}
+	}
+	if ss.Meta != nil {
+		b = append(b, `,"meta":`...)
+		if b, err = appendMarshal(b, ss.Meta); err != nil {
+			return b, err
+		}
+	}
+	return append(b, '}'), nil
+}
+
+// appendInstanceJSON appends inst as json.Marshal would.
+func appendInstanceJSON(b []byte, inst *api.Instance) []byte {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, inst.ID)
+	b = append(b, `,"addr":`...)
+	b = appendJSONString(b, inst.Addr)
+	b = append(b, `,"proto":`...)
+	b = appendJSONString(b, inst.Proto)
+	if len(inst.Meta) > 0 {
+		b = append(b, `,"meta":{`...)
+		keys := make([]string, 0, len(inst.Meta))
+		for k := range inst.Meta {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSONString(b, inst.Meta[k])
+		}
+		b = append(b, '}')
+	}
+	b = append(b, `,"index":`...)
+	b = strconv.AppendUint(b, inst.Index, 10)
+	return append(b, '}')
+}
+
+// appendJSONString appends s as json.Marshal would: printable ASCII that
+// needs no escape as it is, anything else through encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			j, _ := json.Marshal(s)
+			return append(b, j...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+func appendMarshal(b []byte, v any) ([]byte, error) {
+	j, err := json.Marshal(v)
+	if err != nil {
+		return b, err
+	}
+	return append(b, j...), nil
 }
 
 // Release implements raft.FSMSnapshot.
