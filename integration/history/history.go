@@ -20,6 +20,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -176,8 +177,37 @@ func Fingerprint(in *api.Instance) string {
 
 // Recorder collects operations from any number of goroutines.
 type Recorder struct {
+	// Proxies are the hosts (host:port) of proxy nodes. A proxy retries a
+	// request on another voter when one fails and relays the last answer,
+	// so its refusals never prove that nothing was applied (see
+	// RefusedBeforeApply).
+	Proxies map[string]bool
+
 	mu  sync.Mutex
 	ops []Op
+}
+
+// RefusedBeforeApply reports whether a voter's service_unavailable answer
+// says the write was refused before anything was appended to the Raft log
+// or forwarded (node.noLeaderError, the catching-up and deadline checks), so
+// that it certainly had no effect. Every other failure may have taken effect.
+// The messages are the server's (node/registry.go, node/voter.go).
+func RefusedBeforeApply(code api.ErrorCode, msg string) bool {
+	if code != api.CodeUnavailable {
+		return false
+	}
+	for _, prefix := range []string{
+		"no raft leader is known to this node",
+		"this node is not the raft leader (the leader is ",
+		"this node is catching up with the raft log after starting",
+		"request deadline passed before the write was sent",
+		"this proxy knows no voter to forward to",
+	} {
+		if strings.HasPrefix(msg, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // Add records one operation.
@@ -259,7 +289,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
 		op.Return = time.Now()
-		if notSent(err) {
+		// A request that never reached a server, or a read that failed,
+		// tells nothing: it is left out.
+		if notSent(err) || kind == ReadInstances || kind == GetMeta {
 			return nil, err
 		}
 		op.Outcome, op.Code, op.Err = Unknown, api.CodeUnavailable, err.Error()
@@ -286,9 +318,12 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if op.Code == "" {
 			op.Code, op.Err = api.CodeUnknown, fmt.Sprintf("%s: %.200s", resp.Status, b)
 		}
-		if resp.StatusCode/100 == 4 {
+		switch {
+		case resp.StatusCode/100 == 4:
 			op.Outcome = Failed
-		} else {
+		case RefusedBeforeApply(op.Code, op.Err) && (!t.rec.Proxies[op.Node] || strings.HasPrefix(op.Err, "this proxy knows no voter")):
+			op.Outcome = Failed
+		default:
 			op.Outcome = Unknown
 		}
 	}
@@ -356,6 +391,35 @@ func (o *Op) parseAnswer(b []byte) error {
 		o.Index = m.Index
 	}
 	return nil
+}
+
+// savedHistory is the file format of WriteFile.
+type savedHistory struct {
+	Settled time.Time `json:"settled"`
+	Ops     []Op      `json:"ops"`
+}
+
+// WriteFile saves a history (and the time it settled, if known) as JSON,
+// for TestCheckFile.
+func WriteFile(path string, ops []Op, settled time.Time) error {
+	b, err := json.Marshal(savedHistory{Settled: settled, Ops: ops})
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// ReadFile loads a history saved by WriteFile.
+func ReadFile(path string) ([]Op, time.Time, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	var h savedHistory
+	if err := json.Unmarshal(b, &h); err != nil {
+		return nil, time.Time{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return h.Ops, h.Settled, nil
 }
 
 func compact(raw json.RawMessage) string {

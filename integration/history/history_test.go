@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -344,5 +345,58 @@ func TestTransportRecords(t *testing.T) {
 	}
 	if o := ops[3]; o.Kind != ReadInstances || o.Outcome != OK || len(o.Instances) != 1 || o.Instances[0].Index != 5 {
 		t.Errorf("read: %s", &o)
+	}
+}
+
+func TestSettledBoundsUnknownOperations(t *testing.T) {
+	ops := []Op{
+		setMeta(1, `{"v":1}`, 0, 0, 0.5, OK, "", 6),
+		setMeta(1, `{"v":2}`, 6, 1, 1.5, Unknown, api.CodeUnavailable, 0),
+		getMeta(2, 6, 6.1, `{"v":1}`, 6),
+		// The write whose answer was lost shows up only after the cluster
+		// had settled: too late.
+		getMeta(2, 7, 7.1, `{"v":2}`, 9),
+	}
+	mustPass(t, ops) // without Settled the write may take effect any time
+	c := cfg
+	c.Settled, c.MaxApply = at(5), time.Second
+	if rep := Check(ops, c); len(rep.Problems) == 0 {
+		t.Fatal("a write of unknown outcome took effect after Settled, and passed")
+	}
+}
+
+func TestRefusedBeforeApply(t *testing.T) {
+	for msg, want := range map[string]bool{
+		"no raft leader is known to this node":                                 true,
+		"this node is not the raft leader (the leader is voter1.cluster:1111)": true,
+		"raft leadership changed during the write: leadership lost":            false,
+		"forwarding to leader voter1.cluster:1111: EOF":                        false,
+		"no voter answered: voter2.cluster:1111 answered 503":                  false,
+	} {
+		if got := RefusedBeforeApply(api.CodeUnavailable, msg); got != want {
+			t.Errorf("%q: %v, want %v", msg, got, want)
+		}
+	}
+}
+
+// TestCheckFile checks a history saved by the compose tests
+// (history.json in their artifacts): HISTORY_FILE=path HISTORY_TTL=5s.
+func TestCheckFile(t *testing.T) {
+	path := os.Getenv("HISTORY_FILE")
+	if path == "" {
+		t.Skip("HISTORY_FILE is not set")
+	}
+	ops, settled, err := ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ttl, err := time.ParseDuration(os.Getenv("HISTORY_TTL"))
+	if err != nil {
+		ttl = 5 * time.Second
+	}
+	rep := Check(ops, Config{TTL: ttl, Settled: settled, Timeout: time.Minute, VisualizeDir: os.Getenv("HISTORY_VISUALIZE")})
+	t.Logf("%d operations, %d partitions, %v", rep.Ops, rep.Partitions, rep.Elapsed)
+	for _, p := range rep.Problems {
+		t.Error(p)
 	}
 }

@@ -34,6 +34,19 @@ type Config struct {
 	// VisualizeDir, when set, receives porcupine's HTML visualization of
 	// every partition that is not linearizable.
 	VisualizeDir string
+	// Settled, when set, is a time by which every operation invoked before
+	// it had taken effect or never would: the cluster had healed and every
+	// node had applied the same log, and no fault came after. An operation
+	// of unknown outcome is then taken to have returned by Settled or
+	// MaxApply after its call, whichever is later, rather than never.
+	Settled time.Time
+	// MaxApply bounds how long a healthy server works on a request (its
+	// apply and forwarding timeouts; default 12s).
+	MaxApply time.Duration
+	// Untrusted reports acknowledged operations whose answers are not to be
+	// believed (a known server bug): they are checked as if their outcome
+	// were unknown.
+	Untrusted func(op *Op) bool
 }
 
 func (c *Config) slack() time.Duration {
@@ -68,6 +81,14 @@ func Check(ops []Op, cfg Config) Report {
 		rep.Problems = append(rep.Problems, "history.Check: Config.TTL is not set")
 		return rep
 	}
+	if cfg.Untrusted != nil {
+		ops = slices.Clone(ops)
+		for i := range ops {
+			if ops[i].Outcome == OK && cfg.Untrusted(&ops[i]) {
+				ops[i].Outcome, ops[i].Code, ops[i].Err = Unknown, api.CodeUnknown, "answer not trusted"
+			}
+		}
+	}
 	rep.Problems = append(rep.Problems, checkIndexes(ops)...)
 	parts := partition(ops)
 	rep.Partitions = len(parts)
@@ -81,7 +102,7 @@ func Check(ops []Op, cfg Config) Report {
 		var model porcupine.Model
 		var hist []porcupine.Operation
 		if p.meta {
-			model, hist = metaModel(), metaHistory(p.ops)
+			model, hist = metaModel(), metaHistory(p.ops, &cfg)
 		} else {
 			model, hist = instanceModel(), instanceHistory(p, ops, &cfg)
 		}
@@ -195,11 +216,18 @@ func partition(ops []Op) map[string]*part {
 // take effect at any time after their call.
 const never = math.MaxInt64
 
-func ret(op *Op) int64 {
-	if op.Outcome == Unknown {
+func ret(op *Op, cfg *Config) int64 {
+	if op.Outcome != Unknown {
+		return op.Return.UnixNano()
+	}
+	if cfg.Settled.IsZero() {
 		return never
 	}
-	return op.Return.UnixNano()
+	maxApply := cfg.MaxApply
+	if maxApply <= 0 {
+		maxApply = 12 * time.Second
+	}
+	return max(cfg.Settled.UnixNano(), op.Call.Add(maxApply).UnixNano(), op.Return.UnixNano())
 }
 
 // --- instances ---
@@ -356,6 +384,9 @@ func instStep(c instState, i instInput, o instOutput) []instState {
 			return []instState{c}
 		}
 	case ReadInstances:
+		if o.outcome != OK {
+			return []instState{c} // a read without an answer tells nothing
+		}
 		if !o.present {
 			if c.Present {
 				return nil
@@ -417,8 +448,11 @@ func expiryFrom(p *part, cfg *Config) int64 {
 func ExpiryFrom(ops []Op, service, id string, cfg Config) time.Time {
 	p := &part{service: service, id: id}
 	for i := range ops {
-		if op := &ops[i]; op.Service == service && op.Instance == id {
-			p.ops = append(p.ops, op)
+		if op := ops[i]; op.Service == service && op.Instance == id {
+			if op.Outcome == OK && cfg.Untrusted != nil && cfg.Untrusted(&op) {
+				op.Outcome = Unknown
+			}
+			p.ops = append(p.ops, &op)
 		}
 	}
 	t := expiryFrom(p, &cfg)
@@ -432,7 +466,7 @@ func instanceHistory(p *part, all []Op, cfg *Config) []porcupine.Operation {
 	expiry := expiryFrom(p, cfg)
 	var out []porcupine.Operation
 	for _, op := range p.ops {
-		in := instInput{kind: op.Kind, reg: op.Reg, expiryOK: ret(op) >= expiry}
+		in := instInput{kind: op.Kind, reg: op.Reg, expiryOK: ret(op, cfg) >= expiry}
 		o := instOutput{outcome: op.Outcome, code: op.Code}
 		switch op.Kind {
 		case Register:
@@ -446,7 +480,7 @@ func instanceHistory(p *part, all []Op, cfg *Config) []porcupine.Operation {
 				}
 			}
 		}
-		out = append(out, porcupine.Operation{ClientId: op.Client, Input: in, Output: o, Call: op.Call.UnixNano(), Return: ret(op)})
+		out = append(out, porcupine.Operation{ClientId: op.Client, Input: in, Output: o, Call: op.Call.UnixNano(), Return: ret(op, cfg)})
 	}
 	return out
 }
@@ -559,11 +593,16 @@ func metaStep(c metaState, i metaInput, o metaOutput) []metaState {
 			return []metaState{c, {Exists: true, Data: i.data, Floor: floor}}
 		}
 	case GetMeta:
-		if o.outcome != OK {
-			if o.code == api.CodeNotFound && !c.Exists {
-				return []metaState{c}
+		switch {
+		case o.outcome == Unknown:
+			return []metaState{c} // a read without an answer tells nothing
+		case o.outcome == Failed && o.code == api.CodeNotFound:
+			if c.Exists {
+				return nil
 			}
-			return nil
+			return []metaState{c}
+		case o.outcome == Failed:
+			return []metaState{c}
 		}
 		if !c.Exists || c.Data != o.data {
 			return nil
@@ -580,7 +619,7 @@ func metaStep(c metaState, i metaInput, o metaOutput) []metaState {
 	return nil
 }
 
-func metaHistory(ops []*Op) []porcupine.Operation {
+func metaHistory(ops []*Op, cfg *Config) []porcupine.Operation {
 	var out []porcupine.Operation
 	for _, op := range ops {
 		in := metaInput{kind: op.Kind, expect: op.MetaExpect, data: op.MetaData}
@@ -588,7 +627,7 @@ func metaHistory(ops []*Op) []porcupine.Operation {
 		if op.Kind == GetMeta {
 			o.data = op.MetaData
 		}
-		out = append(out, porcupine.Operation{ClientId: op.Client, Input: in, Output: o, Call: op.Call.UnixNano(), Return: ret(op)})
+		out = append(out, porcupine.Operation{ClientId: op.Client, Input: in, Output: o, Call: op.Call.UnixNano(), Return: ret(op, cfg)})
 	}
 	return out
 }
