@@ -114,6 +114,20 @@ bench() {
 	return $rc
 }
 
+# loadavg: the 1-minute load average. Server and harness share the machine,
+# so throughput is only comparable between runs at a similar load.
+loadavg() { cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?"; }
+
+# server_cpu: CPU seconds (user+system) the running server has used.
+server_cpu() {
+	awk -v hz="$(getconf CLK_TCK 2>/dev/null || echo 100)" '{printf "%.1f", ($14+$15)/hz}' "/proc/$server_pid/stat" 2>/dev/null || echo "?"
+}
+
+# phase_footer: what the machine and the server did during a phase.
+phase_footer() {
+	echo "  (load average $1 before, $(loadavg) after; the server used $(server_cpu) s of CPU)"
+}
+
 status=0
 cores=$(nproc 2>/dev/null || echo "?")
 echo "discoverd benchmark: single voter on 127.0.0.1:$HTTP_PORT (NATS :$NATS_PORT), $cores cores, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -121,15 +135,19 @@ echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff
 
 echo
 echo "== single voter, --instance-ttl 60s =="
+load=$(loadavg)
 start_server main 60s
 # shellcheck disable=SC2086
 bench main --ttl 60s --pid "$server_pid" ${BENCH_ARGS:-} $WORKLOADS || status=1
+phase_footer "$load"
 stop_server
 
 echo
 echo "== single voter, --instance-ttl $DETECT_TTL --expiry-check-interval $CHECK_INTERVAL =="
+load=$(loadavg)
 start_server detect "$DETECT_TTL"
 bench detect --ttl "$DETECT_TTL" detect || status=1
+phase_footer "$load"
 stop_server
 
 if [[ "${BENCH_CLUSTER:-}" == 1 ]]; then
