@@ -52,6 +52,25 @@ image() {
   fi
 }
 
+# check_ports fails early, with the variable to change, when a port the
+# cluster publishes on 127.0.0.1 is taken (e.g. by a local discoverd).
+check_ports() {
+  local var def port
+  if [ -n "$(compose ps -q 2>/dev/null)" ]; then return 0; fi # ours, already up
+  while read -r var def; do
+    port=${!var:-$def}
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "cluster.sh: 127.0.0.1:$port is in use (a local discoverd?); stop it or set $var to a free port" >&2
+      exit 1
+    fi
+  done <<'PORTS'
+DISCOVERD_VOTER1_HTTP_PORT 1111
+DISCOVERD_VOTER1_NATS_PORT 4222
+DISCOVERD_PROXY1_HTTP_PORT 1112
+DISCOVERD_PROXY1_NATS_PORT 4223
+PORTS
+}
+
 wait_ready() {
   local deadline=$((SECONDS + WAIT_TIMEOUT)) ids id name health ok
   while :; do
@@ -87,6 +106,7 @@ case "${1:-}" in
     image
     ;;
   up)
+    check_ports
     image
     compose up -d --no-build
     wait_ready

@@ -400,3 +400,18 @@ func TestCheckFile(t *testing.T) {
 		t.Error(p)
 	}
 }
+
+func TestMonotonicExplainsStaleAnswers(t *testing.T) {
+	// A node answering from stale state: the instance had expired (and was
+	// seen gone), then a heartbeat is acknowledged with its old index.
+	ops := heartbeats(1, "a", 0, 1, 5)
+	ops = append(ops, read(2, 8, 8.1), reg(1, "a", 9, 9.1, 5))
+	mustFail(t, ops, "index 5 came back after the instance was gone")
+	// Meta read going back.
+	mustFail(t, []Op{
+		setMeta(1, `{"v":1}`, 0, 0, 0.5, OK, "", 6),
+		getMeta(2, 1, 1.1, `{"v":1}`, 6),
+		setMeta(1, `{"v":2}`, 6, 2, 2.5, OK, "", 8),
+		getMeta(2, 3, 3.1, `{"v":1}`, 6),
+	}, "the index went back from 8 to 6")
+}

@@ -62,7 +62,11 @@ type Report struct {
 	Partitions int
 	// Problems is empty when the history is correct.
 	Problems []string
-	Elapsed  time.Duration
+	// Inconclusive lists the partitions porcupine could not decide within
+	// Config.Timeout (refuting a history with many writes of unknown outcome
+	// may take exponential time).
+	Inconclusive []string
+	Elapsed      time.Duration
 }
 
 // Check checks a history: each instance and each service's meta must be
@@ -99,6 +103,13 @@ func Check(ops []Op, cfg Config) Report {
 	sort.Strings(keys)
 	for _, key := range keys {
 		p := parts[key]
+		// A quick necessary condition first: it explains the common
+		// violations plainly, and porcupine may take exponential time to
+		// refute a history with many writes of unknown outcome.
+		if msg := monotonic(p); msg != "" {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: not linearizable: %s", key, msg))
+			continue
+		}
 		var model porcupine.Model
 		var hist []porcupine.Operation
 		if p.meta {
@@ -115,7 +126,7 @@ func Check(ops []Op, cfg Config) Report {
 		case porcupine.Ok:
 			continue
 		case porcupine.Unknown:
-			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: porcupine gave up after %v on %d operations", key, timeout, len(hist)))
+			rep.Inconclusive = append(rep.Inconclusive, fmt.Sprintf("%s: porcupine could not decide within %v (%d operations)", key, timeout, len(hist)))
 			continue
 		}
 		msg := fmt.Sprintf("%s: not linearizable (%d operations):\n%s", key, len(hist), describe(p.ops, info))
@@ -158,6 +169,68 @@ func describe(ops []*Op, info porcupine.LinearizationInfo) string {
 	}
 	b.WriteString("  (! = outside the longest linearizable prefix porcupine found)")
 	return b.String()
+}
+
+// monotonic checks, in real time, what any linearization must respect: an
+// instance's index (the Raft index of its registration) and a service's
+// meta index only grow, and an instance seen at index i and then seen gone
+// never comes back at index i (a new registration gets a new index). It
+// returns "" or the operations that break it.
+func monotonic(p *part) string {
+	type obs struct {
+		op      *Op
+		present bool
+		index   uint64
+	}
+	var all []obs
+	for _, op := range p.ops {
+		if op.Outcome != OK {
+			continue
+		}
+		switch op.Kind {
+		case Register:
+			all = append(all, obs{op, true, op.Index})
+		case Deregister:
+			all = append(all, obs{op, false, 0})
+		case ReadInstances:
+			o := obs{op: op}
+			for _, in := range op.Instances {
+				if in.ID == p.id {
+					o.present, o.index = true, in.Index
+				}
+			}
+			all = append(all, o)
+		case SetMeta, GetMeta:
+			all = append(all, obs{op, true, op.Index})
+		}
+	}
+	before := func(a, b obs) bool { return a.op.Return.Before(b.op.Call) }
+	for _, a := range all {
+		for _, b := range all {
+			if a.present && b.present && before(a, b) && b.index < a.index {
+				return fmt.Sprintf("the index went back from %d to %d:\n  %s\n  %s", a.index, b.index, a.op, b.op)
+			}
+		}
+	}
+	if p.meta {
+		return ""
+	}
+	for _, gone := range all {
+		if gone.present {
+			continue
+		}
+		for _, e := range all {
+			if !e.present || !before(e, gone) {
+				continue
+			}
+			for _, b := range all {
+				if b.present && b.index == e.index && before(gone, b) {
+					return fmt.Sprintf("index %d came back after the instance was gone:\n  %s\n  %s\n  %s", e.index, e.op, gone.op, b.op)
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // part is the operations of one instance or of one service's meta.
