@@ -250,6 +250,20 @@ func (t *heartbeatTable) resetAll(now int64) {
 	})
 }
 
+// atLeast moves every time older than t up to t. A new leader whose feed it
+// trusts does this with the moment the cluster lost its old leader: from then
+// until the election, no node could accept a heartbeat, and an instance must
+// not lose its TTL to that gap.
+func (t *heartbeatTable) atLeast(at int64) {
+	t.eachShard(func(_ string, seen map[string]int64) {
+		for id, v := range seen {
+			if v < at {
+				seen[id] = at
+			}
+		}
+	})
+}
+
 // stale returns the instances last heard before cutoff, appended to dst.
 func (t *heartbeatTable) stale(cutoff int64, dst []hbKey) []hbKey {
 	t.eachShard(func(service string, seen map[string]int64) {

@@ -130,14 +130,19 @@ func (n *Node) heartbeat(ctx context.Context, service string, inst *api.Instance
 	if !v.inContact() {
 		return nil, n.noLeaderError()
 	}
-	if err := v.readyErr(); err != nil {
+	if err := v.inStepErr(); err != nil {
 		return nil, err
 	}
 	// The table keys on the state machine's own strings, so it keeps no
 	// request's memory alive.
 	name, stored, err := v.fsm.Lookup(service, inst.ID)
 	if err != nil {
-		return nil, err
+		// A follower may not have applied the service's creation yet: the
+		// leader, not this node's lagging state, says whether it exists.
+		if v.isLeader() || !api.IsCode(err, api.CodeNotFound) {
+			return nil, err
+		}
+		name = service
 	}
 	if stored != nil && stored.SameRegistration(inst) {
 		n.heartbeats.touch(hbKey{name, stored.ID}, time.Now().UnixNano())

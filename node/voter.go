@@ -37,6 +37,9 @@ type voter struct {
 	// after start: as leader, once every entry before its term is applied;
 	// as follower, once it applied the leader's index.
 	ready atomic.Bool
+	// inStep is ready, but cleared whenever a follower loses contact with
+	// the leader until it has caught up again; heartbeats need it.
+	inStep atomic.Bool
 
 	stopping chan struct{}
 	wg       sync.WaitGroup
@@ -172,6 +175,8 @@ func (v *voter) watchLeadership() {
 		case isLeader := <-ch:
 			if !isLeader {
 				v.leaderSince.Store(0)
+				// A deposed leader may be behind the new one.
+				v.inStep.Store(false)
 				v.n.log.Info().Msg("lost raft leadership")
 				continue
 			}
@@ -183,6 +188,8 @@ func (v *voter) watchLeadership() {
 				// node that just started) may be stale: every instance gets a
 				// full TTL from now.
 				v.n.heartbeats.resetAll(now.UnixNano())
+			} else if lost := v.raft.LastContact(); !lost.IsZero() {
+				v.n.heartbeats.atLeast(lost.UnixNano())
 			}
 			v.n.log.Info().Bool("heartbeat_feed_trusted", trusted).Msg("became raft leader")
 			// A new leader may not have applied everything its predecessor
@@ -193,6 +200,7 @@ func (v *voter) watchLeadership() {
 			}
 			v.leaderSince.Store(now.UnixNano())
 			v.ready.Store(true)
+			v.inStep.Store(true)
 			v.n.republishLeaders(v)
 		}
 	}
@@ -207,20 +215,30 @@ func (v *voter) readyErr() error {
 	return errCatchingUp
 }
 
-// awaitReady marks a follower ready once it has applied everything the
-// leader had applied when asked. (A leader is marked ready by
-// watchLeadership after its barrier.)
+// awaitReady marks a follower ready, and in step, once it has applied
+// everything the leader had applied when asked; it clears "in step" whenever
+// the follower loses contact with the leader (a partition, a pause), so that
+// a voter that rejoins does not acknowledge heartbeats from a state the
+// majority has moved past. (A leader is marked by watchLeadership after its
+// barrier.)
 func (v *voter) awaitReady() {
 	defer v.wg.Done()
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	for !v.ready.Load() {
+	for {
 		select {
 		case <-v.stopping:
 			return
 		case <-t.C:
 		}
 		if v.raft.State() != raft.Follower {
+			continue
+		}
+		if !v.inContact() {
+			v.inStep.Store(false)
+			continue
+		}
+		if v.inStep.Load() {
 			continue
 		}
 		leader, _ := v.raft.LeaderWithID()
@@ -231,9 +249,22 @@ func (v *voter) awaitReady() {
 		res, err := v.n.fwd.forward(ctx, string(leader), nil)
 		if err == nil && v.waitApplied(ctx, res.Index) {
 			v.ready.Store(true)
+			v.inStep.Store(true)
 		}
 		cancel()
 	}
+}
+
+var errOutOfStep = api.Errorf(api.CodeUnavailable, "this node is catching up with the raft leader after losing contact; retry shortly or ask another node")
+
+// inStepErr says whether the node may acknowledge a heartbeat from its own
+// state: it leads, or it follows and has caught up since it last lost
+// contact with the leader.
+func (v *voter) inStepErr() error {
+	if v.inStep.Load() {
+		return nil
+	}
+	return errOutOfStep
 }
 
 // awaitBarrier waits until every entry before this leader's term is applied,
