@@ -435,20 +435,6 @@ func (f *FSM) Nodes() []api.NodeInfo {
 	return out
 }
 
-// ForEachInstance calls fn for every instance of every service, under the
-// read lock: fn must be quick and must not call into the FSM.
-func (f *FSM) ForEachInstance(fn func(service string, inst *api.Instance)) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	for name, s := range f.services {
-		for _, inst := range s.order[s.head:] {
-			if inst != nil {
-				fn(name, inst)
-			}
-		}
-	}
-}
-
 // CurrentState returns a service's state as the events that open a stream:
 // one up per instance (in order of index), then leader, then service_meta
 // (when the service has meta), then current. The index of each is the
@@ -487,14 +473,6 @@ func (f *FSM) prelude(s *service, kinds api.KindMask) []api.Event {
 	}
 	out = append(out, api.Event{Service: s.name, Kind: api.EventCurrent, Index: idx})
 	return out
-}
-
-// Locked runs fn with the read lock held, so that nothing is applied while fn
-// runs. fn must not call into the FSM.
-func (f *FSM) Locked(fn func()) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	fn()
 }
 
 // LeaderEvents returns a leader event for every service, each at the applied
