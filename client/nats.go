@@ -180,12 +180,6 @@ func (c *Client) bumpNATSGeneration() {
 	c.nats.gen = make(chan struct{})
 }
 
-// natsAnswer is the reply to a heartbeat request: api.OK or an api.Error.
-type natsAnswer struct {
-	OK bool `json:"ok"`
-	api.Error
-}
-
 // sendNATS sends one heartbeat over NATS: a request when confirm is set
 // (the answer is awaited, within o.attemptTimeout when set), else a plain
 // publish.
@@ -218,21 +212,7 @@ func (h *Heartbeater) sendNATS(ctx context.Context, nc *nats.Conn, in *api.Insta
 		}
 		return &api.Error{Code: api.CodeUnavailable, Retry: true, Message: fmt.Sprintf("heartbeat request on NATS %s: %v", subj, err)}
 	}
-	var ans natsAnswer
-	if err := json.Unmarshal(msg.Data, &ans); err != nil {
-		return &api.Error{Code: api.CodeUnknown, Message: fmt.Sprintf("decoding the NATS heartbeat answer %q: %v", msg.Data, err)}
-	}
-	if ans.OK {
-		return nil
-	}
-	if ans.Code == "" {
-		return &api.Error{Code: api.CodeUnknown, Message: fmt.Sprintf("unexpected NATS heartbeat answer %q", msg.Data)}
-	}
-	e := ans.Error
-	if e.Code == api.CodeUnavailable {
-		e.Retry = true
-	}
-	return &e
+	return api.DecodeHeartbeatAnswer(msg.Data)
 }
 
 // natsSession feeds a watcher from NATS: the current state read over HTTP,

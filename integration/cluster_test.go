@@ -209,6 +209,61 @@ func TestClusterExpiryAfterFailoverWithinTTLPlus3s(t *testing.T) {
 	}
 }
 
+// A voter that has just restarted acknowledges heartbeats before its NATS
+// routes to the other voters are up, and a voter may run without NATS at
+// all; either way each heartbeat it acknowledges must reach the leader, which
+// alone expires instances.
+func TestClusterRestartedFollowerDeliversHeartbeatsToLeader(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		nats bool
+	}{
+		{"over the nats feed once it is up", true},
+		{"over http without nats", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewCluster(t, 3, 0, WithTTL(600*time.Millisecond, 50*time.Millisecond))
+			leader := c.WaitForLeader(5 * time.Second)
+			f := c.Followers()
+			restarted, other := f[0], f[1]
+			mustDo(t, "PUT", leader.URL()+"/services/web", api.ServiceConfig{})
+			watch := openSSE(t, leader.URL()+"/services/web/instances")
+			watch.waitEvent(t, 2*time.Second, func(ev api.Event) bool { return ev.Kind == api.EventCurrent })
+
+			c.Kill(restarted.Index)
+			bridge := startHeartbeats(t, []string{other.URL()}, "web", []string{"pinned"}, 100*time.Millisecond)
+			watch.waitEvent(t, 2*time.Second, func(ev api.Event) bool {
+				return ev.Kind == api.EventUp && ev.Instance.ID == "pinned"
+			})
+			restarted.cfg.NATS = tc.nats
+			c.Restart(restarted.Index)
+			// From the first heartbeat the restarted voter acknowledges, the
+			// instance is kept alive through it alone.
+			WaitFor(t, 10*time.Second, "the restarted voter acknowledging a heartbeat", func() bool {
+				code, _ := register(t, restarted.URL(), "web", "pinned", "10.1.0.1:80")
+				return code == 200
+			})
+			bridge.Stop()
+			pinned := startHeartbeats(t, []string{restarted.URL()}, "web", []string{"pinned"}, 100*time.Millisecond)
+			deadline := time.After(5 * c.TTL)
+			for done := false; !done; {
+				select {
+				case ev := <-watch.events:
+					if ev.Kind == api.EventDown && ev.Instance.ID == "pinned" {
+						t.Fatalf("instance heartbeating through the restarted voter was expired at index %d (%d heartbeats refused)", ev.Index, pinned.fails.Load())
+					}
+				case <-deadline:
+					done = true
+				}
+			}
+			pinned.Stop()
+			if n := pinned.fails.Load(); n != 0 {
+				t.Fatalf("the restarted voter refused %d heartbeats after it had acknowledged one", n)
+			}
+		})
+	}
+}
+
 func TestClusterMinorityAnswers503AndLosesNoAckedWrite(t *testing.T) {
 	c := NewCluster(t, 3, 0, WithTTL(2*time.Second, 100*time.Millisecond))
 	c.WaitForLeader(5 * time.Second)

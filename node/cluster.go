@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -124,7 +125,7 @@ func (n *Node) changePeer(ctx context.Context, method, addr string, change func(
 	if leader == "" {
 		return n.noLeaderError()
 	}
-	return n.fwd.do(ctx, method, string(leader), PeersPath+"/"+url.PathEscape(addr), nil)
+	return n.fwd.do(ctx, method, string(leader), PeersPath+"/"+url.PathEscape(addr), nil, nil)
 }
 
 // Promote turns this proxy into a voter: it starts Raft with an empty log,
@@ -156,7 +157,7 @@ func (n *Node) Promote(ctx context.Context) error {
 	var lastErr error
 	added := false
 	for _, voter := range voters {
-		if lastErr = n.fwd.do(ctx, http.MethodPut, voter, PeersPath+"/"+url.PathEscape(n.advertise), nil); lastErr == nil {
+		if lastErr = n.fwd.do(ctx, http.MethodPut, voter, PeersPath+"/"+url.PathEscape(n.advertise), nil, nil); lastErr == nil {
 			added = true
 			break
 		}
@@ -352,12 +353,19 @@ func (n *Node) Nodes() ([]api.NodeInfo, error) {
 	return v.fsm.Nodes(), nil
 }
 
-// do sends a bodiless request to a node and turns a non-2xx answer into its
-// api.Error.
-func (f *forwarder) do(ctx context.Context, method, addr, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, nil)
+// do sends a request to a node, with body as JSON when there is one, decodes
+// a 2xx answer into out, and turns any other answer into its api.Error.
+func (f *forwarder) do(ctx context.Context, method, addr, path string, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
 	if err != nil {
 		return api.Errorf(api.CodeUnavailable, "%s %s: %v", method, addr, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set(api.ForwardedHeader, "1")
 	resp, err := f.client.Do(req)
@@ -365,19 +373,19 @@ func (f *forwarder) do(ctx context.Context, method, addr, path string, out any) 
 		return api.Errorf(api.CodeUnavailable, "%s %s%s: %v", method, addr, path, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
 		return api.Errorf(api.CodeUnavailable, "reading the answer of %s: %v", addr, err)
 	}
 	if resp.StatusCode/100 != 2 {
 		var e api.Error
-		if json.Unmarshal(body, &e) != nil || e.Code == "" {
+		if json.Unmarshal(answer, &e) != nil || e.Code == "" {
 			return api.Errorf(api.CodeUnavailable, "%s %s%s answered %s", method, addr, path, resp.Status)
 		}
 		return &e
 	}
 	if out != nil {
-		if err := json.Unmarshal(body, out); err != nil {
+		if err := json.Unmarshal(answer, out); err != nil {
 			return api.Errorf(api.CodeUnavailable, "%s %s%s answered malformed JSON: %v", method, addr, path, err)
 		}
 	}
@@ -385,5 +393,5 @@ func (f *forwarder) do(ctx context.Context, method, addr, path string, out any) 
 }
 
 func (f *forwarder) getJSON(ctx context.Context, addr, path string, out any) error {
-	return f.do(ctx, http.MethodGet, addr, path, out)
+	return f.do(ctx, http.MethodGet, addr, path, nil, out)
 }

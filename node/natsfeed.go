@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/url"
 	"runtime"
 	"time"
 
@@ -57,9 +59,10 @@ func (n *Node) unsubscribeHeartbeats() {
 	}
 }
 
-// shareHeartbeat passes a heartbeat that arrived over HTTP on to the other
-// voters over NATS, so that every voter's heartbeat table hears it and any
-// of them can take over expiry at once. A single voter has no one to tell.
+// shareHeartbeat passes a heartbeat that reached the leader over HTTP on to
+// the other voters over NATS, so that every voter's heartbeat table hears it
+// and any of them can take over expiry at once. A single voter has no one to
+// tell.
 func (n *Node) shareHeartbeat(service string, inst *api.Instance, fromBus bool) {
 	if fromBus || n.nc == nil || !n.multiVoter.Load() {
 		return
@@ -69,6 +72,71 @@ func (n *Node) shareHeartbeat(service string, inst *api.Instance, fromBus bool) 
 		return
 	}
 	n.nc.Publish(bus.HeartbeatSubject(service), data)
+}
+
+// feedConfirmation is a Raft term and a connection of the NATS feed (its
+// feedSince) in which the leader answered a heartbeat this follower relayed
+// over NATS: the leader's heartbeat subscription is known to reach this
+// node's NATS server through the routes.
+type feedConfirmation struct {
+	term      uint64
+	feedSince int64
+}
+
+// feedProbeTimeout bounds the wait for the leader's answer to a heartbeat
+// relayed over NATS before the follower falls back to HTTP.
+const feedProbeTimeout = 500 * time.Millisecond
+
+// relayHeartbeat makes sure that a heartbeat a follower takes over HTTP
+// reaches the leader, which alone expires instances, before the follower
+// acknowledges it. Once the leader has answered one relayed heartbeat over
+// this node's NATS routes in the current term, later ones are published
+// without waiting, as the leader shares its own. Until then (a voter that
+// just started, or just regained its routes, or a new term) each heartbeat
+// is a NATS request the leader answers, and if the feed is not connected or
+// the leader does not answer, it is forwarded to the leader over HTTP: a
+// fire-and-forget publish before the routes and their interest are set up
+// would be lost, and the leader would expire an instance whose heartbeats
+// were all acknowledged.
+func (n *Node) relayHeartbeat(ctx context.Context, v *voter, service string, inst *api.Instance) error {
+	leader, _ := v.raft.LeaderWithID()
+	if leader == "" {
+		return n.noLeaderError()
+	}
+	data, err := json.Marshal(inst)
+	if err != nil {
+		return api.Errorf(api.CodeValidation, "encoding the instance: %v", err)
+	}
+	term := v.raft.CurrentTerm()
+	feed := n.feedSince.Load()
+	if n.nc != nil && feed != 0 {
+		subject := bus.HeartbeatSubject(service)
+		if c := n.feedConfirmed.Load(); c != nil && c.term == term && c.feedSince == feed {
+			if err := n.nc.Publish(subject, data); err == nil {
+				return nil
+			}
+		} else {
+			rctx, cancel := context.WithTimeout(ctx, feedProbeTimeout)
+			msg, err := n.nc.RequestWithContext(rctx, subject, data)
+			cancel()
+			if err == nil {
+				if err := api.DecodeHeartbeatAnswer(msg.Data); err != nil {
+					return err
+				}
+				n.feedConfirmed.Store(&feedConfirmation{term: term, feedSince: feed})
+				return nil
+			}
+			if ctx.Err() != nil {
+				return api.Errorf(api.CodeUnavailable, "relaying the heartbeat to the leader: %v", ctx.Err())
+			}
+		}
+	}
+	return n.fwd.do(ctx, http.MethodPut, string(leader), instancePath(service, inst.ID), data, nil)
+}
+
+// instancePath is the HTTP API route of one instance.
+func instancePath(service, id string) string {
+	return "/services/" + url.PathEscape(service) + "/instances/" + url.PathEscape(id)
 }
 
 // HeartbeatFeedSince is when this voter's NATS feed last became connected to

@@ -106,6 +106,9 @@ type Node struct {
 	// other voter (Unix nanos), 0 while it lacks some: a heartbeat table fed
 	// for less than a TTL cannot be trusted to expire anything.
 	feedSince atomic.Int64
+	// feedConfirmed is the Raft term and feed in which a heartbeat relayed
+	// over NATS was answered by the leader (see relayHeartbeat).
+	feedConfirmed atomic.Pointer[feedConfirmation]
 	// natsLinks is the number of routes and leafnodes the upkeep last saw.
 	natsLinks int
 

@@ -145,8 +145,12 @@ func (n *Node) heartbeat(ctx context.Context, service string, inst *api.Instance
 		name = service
 	}
 	if stored != nil && stored.SameRegistration(inst) {
+		if v.isLeader() {
+			n.shareHeartbeat(service, stored, fromBus)
+		} else if err := n.relayHeartbeat(ctx, v, service, stored); err != nil {
+			return nil, err
+		}
 		n.heartbeats.touch(hbKey{name, stored.ID}, time.Now().UnixNano())
-		n.shareHeartbeat(service, stored, fromBus)
 		return stored, nil
 	}
 	// The compact encoding: a third of the JSON's bytes in the log, and no
