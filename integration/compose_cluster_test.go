@@ -85,13 +85,6 @@ type composeCluster struct {
 	// cut off from the other nodes (its answers then do not count as the
 	// majority's).
 	isolated map[string][]window
-	// rejoined lists, per node host, the windows from a node's rejoining the
-	// cluster without a restart (reconnected, unpaused) until the cluster
-	// was seen converged: see knownBugStaleHeartbeatAck.
-	rejoined map[string][]window
-	// starting lists, per voter host, the windows from a (re)start command
-	// until 5 s after it returned: see knownBugUndeliveredHeartbeat.
-	starting map[string][]window
 }
 
 type window struct{ from, to time.Time }
@@ -149,7 +142,7 @@ func newComposeCluster(t *testing.T) *composeCluster {
 	}
 	root := composeRoot(t)
 	buildComposeImage(t, root)
-	c := &composeCluster{t: t, root: root, isolated: map[string][]window{}, rejoined: map[string][]window{}, starting: map[string][]window{}}
+	c := &composeCluster{t: t, root: root, isolated: map[string][]window{}}
 	for i, name := range []string{"voter1", "voter2", "voter3", "proxy1", "proxy2"} {
 		c.Nodes = append(c.Nodes, &composeNode{
 			Name: name, Voter: i < 3,
@@ -302,40 +295,15 @@ func (c *composeCluster) Kill(nodes ...*composeNode) {
 func (c *composeCluster) Start(nodes ...*composeNode) {
 	c.t.Helper()
 	list, names := containerIDs(nodes)
-	began := time.Now()
 	c.docker(append([]string{"start"}, list...)...)
-	c.started(began, nodes...)
 	c.note("docker start %s", names)
 }
 
 // Restart stops a container gracefully (SIGTERM, 10 s grace) and starts it.
 func (c *composeCluster) Restart(n *composeNode) {
 	c.t.Helper()
-	began := time.Now()
 	c.docker("restart", "-t", "10", n.id)
-	c.started(began, n)
 	c.note("docker restart %s", n.Name)
-}
-
-func (c *composeCluster) started(began time.Time, nodes ...*composeNode) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, n := range nodes {
-		c.starting[n.Host()] = append(c.starting[n.Host()], window{from: began, to: time.Now().Add(5 * time.Second)})
-	}
-}
-
-// startingAt reports whether the node at host was starting at some time
-// in [from, to].
-func (c *composeCluster) startingAt(host string, from, to time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, w := range c.starting[host] {
-		if !to.Before(w.from) && !from.After(w.to) {
-			return true
-		}
-	}
-	return false
 }
 
 // Pause freezes a container's processes (a host stalled, its sockets open).
@@ -347,46 +315,8 @@ func (c *composeCluster) Pause(n *composeNode) {
 
 func (c *composeCluster) Unpause(n *composeNode) {
 	c.t.Helper()
-	c.rejoin(n)
 	c.docker("unpause", n.id)
 	c.note("docker unpause %s", n.Name)
-}
-
-// rejoin opens a rejoin window of n (closed by settle).
-func (c *composeCluster) rejoin(n *composeNode) {
-	c.mu.Lock()
-	c.rejoined[n.Host()] = append(c.rejoined[n.Host()], window{from: time.Now()})
-	c.mu.Unlock()
-}
-
-// settle closes the open rejoin windows: the cluster has converged.
-func (c *composeCluster) settle(at time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, ws := range c.rejoined {
-		for i := range ws {
-			if ws[i].to.IsZero() {
-				ws[i].to = at
-			}
-		}
-	}
-}
-
-// rejoiningAt reports whether the node at host was rejoining at some time
-// in [from, to].
-func (c *composeCluster) rejoiningAt(host string, from, to time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, w := range c.rejoined[host] {
-		end := w.to
-		if end.IsZero() {
-			end = time.Now().Add(time.Hour)
-		}
-		if !to.Before(w.from) && !from.After(end) {
-			return true
-		}
-	}
-	return false
 }
 
 func (c *composeCluster) clusterNetwork() string { return composeProject + "_cluster" }
@@ -408,7 +338,6 @@ func (c *composeCluster) Isolate(n *composeNode) {
 func (c *composeCluster) Reconnect(n *composeNode) time.Time {
 	c.t.Helper()
 	began := time.Now()
-	c.rejoin(n)
 	c.docker("network", "connect", "--alias", n.Name+".cluster", "--alias", n.Name, c.clusterNetwork(), n.id)
 	c.mu.Lock()
 	ws := c.isolated[n.Host()]

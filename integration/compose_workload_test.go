@@ -783,7 +783,6 @@ func (w *composeWorkload) Finish(extra func(r *composeReport)) {
 		if why == "" {
 			w.converged = time.Since(w.heal)
 			w.settled = time.Now()
-			w.c.settle(w.settled)
 			w.final = views
 			break
 		}
@@ -862,35 +861,14 @@ func (w *composeWorkload) Finish(extra func(r *composeReport)) {
 type composeReport struct {
 	w   *composeWorkload
 	ops []history.Op
-	// cfg is the strict configuration of the history checks, lenient the
-	// one with the allowances for the known server bugs.
-	cfg, lenient history.Config
-	problems     []string
-	knownBugs    []string
-	stats        []string
+	// cfg is the configuration of the history checks.
+	cfg      history.Config
+	problems []string
+	stats    []string
 }
 
 func (r *composeReport) problem(format string, args ...any) {
 	r.problems = append(r.problems, fmt.Sprintf(format, args...))
-}
-
-// knownBug records a check that failed only because of a known server bug
-// (see knownBugStaleHeartbeatAck, knownBugUndeliveredHeartbeat): logged,
-// not failed, unless DISCOVERD_COMPOSE_STRICT is set.
-func (r *composeReport) knownBug(format string, args ...any) {
-	r.knownBugs = append(r.knownBugs, fmt.Sprintf(format, args...))
-}
-
-// composeStrict: DISCOVERD_COMPOSE_STRICT=1 makes the known bugs fail the
-// tests.
-func composeStrict() bool { return os.Getenv("DISCOVERD_COMPOSE_STRICT") != "" }
-
-func firstLines(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = append(lines[:n], "...")
-	}
-	return strings.Join(lines, "\n")
 }
 
 func (r *composeReport) stat(format string, args ...any) {
@@ -906,8 +884,8 @@ func (r *composeReport) check(finals map[string][]*api.Instance, finalMetas map[
 			natsInst[in.service+"/"+in.id] = true
 		}
 	}
-	// The strict configuration: only the answers of a node cut off from
-	// the others do not count as heartbeats to the majority.
+	// Only the answers of a node cut off from the others do not count as
+	// heartbeats to the majority.
 	r.cfg = history.Config{
 		TTL:          composeTTL,
 		Unwatched:    func(service, id string) bool { return natsInst[service+"/"+id] },
@@ -916,34 +894,12 @@ func (r *composeReport) check(finals map[string][]*api.Instance, finalMetas map[
 		VisualizeDir: w.c.artifacts,
 		Settled:      w.settled,
 	}
-	// The same with the allowances for the known server bugs (see
-	// knownBugs); a problem of the strict check that the lenient one does
-	// not have is reported as the known bug showing, not as a failure.
-	r.lenient = r.cfg
-	r.lenient.VisualizeDir, r.lenient.Timeout = "", time.Minute
-	r.lenient.Untrusted = w.knownBugStaleHeartbeatAck
-	r.lenient.Discount = func(op *history.Op) bool {
-		return w.c.isolatedAt(op.Node, op.Call, op.Return) || w.knownBugUndeliveredHeartbeat(op)
-	}
-
-	// 1. The history: linearizable, no acknowledged write lost.
-	// A strict check that fails or cannot decide (refuting a history with
-	// many writes of unknown outcome can take exponential time) is run again
-	// with the allowances: if that passes, only the known bugs showed.
+	// 1. The history: linearizable, no acknowledged write lost. A check
+	// that cannot decide (refuting a history with many writes of unknown
+	// outcome can take exponential time) fails too.
 	rep := history.Check(r.ops, r.cfg)
-	failed := append(slices.Clone(rep.Problems), rep.Inconclusive...)
-	if len(failed) > 0 && !composeStrict() {
-		lenient := history.Check(r.ops, r.lenient)
-		if len(lenient.Problems)+len(lenient.Inconclusive) == 0 {
-			for _, p := range failed {
-				r.knownBug("the strict history check fails only on answers the known bugs explain: %s", firstLines(p, 3))
-			}
-			failed = nil
-		} else {
-			failed = append(append(failed, "with the allowances for the known bugs:"), append(lenient.Problems, lenient.Inconclusive...)...)
-		}
-	}
-	r.problems = append(r.problems, failed...)
+	r.problems = append(r.problems, rep.Problems...)
+	r.problems = append(r.problems, rep.Inconclusive...)
 	counts := map[history.Outcome]int{}
 	for _, op := range r.ops {
 		counts[op.Outcome]++
@@ -1019,8 +975,6 @@ func (r *composeReport) check(finals map[string][]*api.Instance, finalMetas map[
 			continue
 		}
 		protected++
-		// Protected by heartbeats that only the known bugs make worthless?
-		knownBug := !composeStrict() && !history.ExpiryFrom(r.ops, in.service, in.id, r.lenient).After(w.finalRead)
 		first := firstIndex(r.ops, in.service, in.id)
 		var got *api.Instance
 		for _, fi := range finals[in.service] {
@@ -1028,17 +982,13 @@ func (r *composeReport) check(finals map[string][]*api.Instance, finalMetas map[
 				got = fi
 			}
 		}
-		report := r.problem
-		if knownBug {
-			report = r.knownBug
-		}
 		switch {
 		case len(downs[k]) > 0:
-			report("instance %s kept heartbeating to the majority (no gap of a TTL) but was expired: %s", k, strings.Join(downs[k], ", "))
+			r.problem("instance %s kept heartbeating to the majority (no gap of a TTL) but was expired: %s", k, strings.Join(downs[k], ", "))
 		case got == nil:
-			report("instance %s kept heartbeating to the majority but is missing from the final read", k)
+			r.problem("instance %s kept heartbeating to the majority but is missing from the final read", k)
 		case got.Index != first:
-			report("instance %s kept heartbeating to the majority but was registered anew (index %d, first %d)", k, got.Index, first)
+			r.problem("instance %s kept heartbeating to the majority but was registered anew (index %d, first %d)", k, got.Index, first)
 		}
 	}
 	r.stat("instances: %d kept heartbeating and were never expired, %d had a gap of a TTL in their heartbeats, %d expired at some point, %d over NATS",
@@ -1163,39 +1113,6 @@ func (w *composeWorkload) saveArtifacts(r *composeReport) {
 	os.WriteFile(filepath.Join(w.c.artifacts, "streams.txt"), []byte(b.String()), 0o644)
 }
 
-// knownBugStaleHeartbeatAck: a voter that rejoins the cluster without a
-// restart (after a partition or a pause) is "in contact" with the leader
-// (it accepts heartbeats, node/registry.go heartbeat → inContact) as soon as
-// the leader's Raft heartbeats reach it, while its state machine may still
-// lack seconds of log (hashicorp/raft's replication backs off after the
-// failures of the fault). It answers heartbeats from that stale state: an
-// instance the majority has expired in the meantime is acknowledged as
-// alive, with its old index, and nothing re-registers it. Seen in
-// TestComposePartitionLeader and TestComposePauseFollower.
-//
-// The lenient check takes heartbeat acknowledgements of a rejoining node,
-// from the heal until the cluster converged, as answers of unknown outcome.
-func (w *composeWorkload) knownBugStaleHeartbeatAck(op *history.Op) bool {
-	return op.Kind == history.Register && w.c.rejoiningAt(op.Node, op.Call, op.Return)
-}
-
-// knownBugUndeliveredHeartbeat: a follower acknowledges a heartbeat once it
-// has touched its own table, and shares it with the other voters by a
-// fire-and-forget NATS publish (node/natsfeed.go shareHeartbeat), which it
-// skips altogether until its upkeep has seen the cluster (multiVoter) and
-// which is lost while its NATS routes and their interest are being set up.
-// A voter that just started therefore acknowledges heartbeats that never
-// reach the leader, and the leader expires an instance whose every
-// heartbeat was acknowledged within the TTL. Seen in
-// TestComposeRollingRestart (an instance heartbeating only through the
-// restarted voter1: acknowledged at +0 s and +3.4 s, expired at +5.1 s).
-//
-// The lenient check does not count, as keeping an instance alive, the
-// heartbeats a voter acknowledged within 5 s of its start.
-func (w *composeWorkload) knownBugUndeliveredHeartbeat(op *history.Op) bool {
-	return op.Kind == history.Register && w.c.startingAt(op.Node, op.Call, op.Return)
-}
-
 // firstIndex is the index of an instance's first acknowledged registration.
 func firstIndex(ops []history.Op, service, id string) uint64 {
 	var first *history.Op
@@ -1225,9 +1142,6 @@ func (r *composeReport) log() {
 	w.c.mu.Unlock()
 	for _, s := range r.stats {
 		fmt.Fprintf(&b, "  %s\n", s)
-	}
-	for _, k := range r.knownBugs {
-		fmt.Fprintf(&b, "  KNOWN BUG SHOWED (not failed; DISCOVERD_COMPOSE_STRICT=1 fails it): %s\n", k)
 	}
 	w.t.Log(b.String())
 }

@@ -43,10 +43,6 @@ type Config struct {
 	// MaxApply bounds how long a healthy server works on a request (its
 	// apply and forwarding timeouts; default 12s).
 	MaxApply time.Duration
-	// Untrusted reports acknowledged operations whose answers are not to be
-	// believed (a known server bug): they are checked as if their outcome
-	// were unknown.
-	Untrusted func(op *Op) bool
 }
 
 func (c *Config) slack() time.Duration {
@@ -84,14 +80,6 @@ func Check(ops []Op, cfg Config) Report {
 	if cfg.TTL <= 0 {
 		rep.Problems = append(rep.Problems, "history.Check: Config.TTL is not set")
 		return rep
-	}
-	if cfg.Untrusted != nil {
-		ops = slices.Clone(ops)
-		for i := range ops {
-			if ops[i].Outcome == OK && cfg.Untrusted(&ops[i]) {
-				ops[i].Outcome, ops[i].Code, ops[i].Err = Unknown, api.CodeUnknown, "answer not trusted"
-			}
-		}
 	}
 	rep.Problems = append(rep.Problems, checkIndexes(ops)...)
 	parts := partition(ops)
@@ -522,9 +510,6 @@ func ExpiryFrom(ops []Op, service, id string, cfg Config) time.Time {
 	p := &part{service: service, id: id}
 	for i := range ops {
 		if op := ops[i]; op.Service == service && op.Instance == id {
-			if op.Outcome == OK && cfg.Untrusted != nil && cfg.Untrusted(&op) {
-				op.Outcome = Unknown
-			}
 			p.ops = append(p.ops, &op)
 		}
 	}
