@@ -1,12 +1,17 @@
 package integration
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -53,9 +58,15 @@ type daemon struct {
 
 func startDaemon(t *testing.T, dir, addr string) *daemon {
 	t.Helper()
-	cmd := exec.Command(discoverdBinary(t),
-		"--data-dir", dir, "--addr", addr, "--nats-addr", "off",
-		"--instance-ttl", "30s", "--log-format", "json", "--log-level", "warn")
+	return runDaemon(t, dir, addr, "--nats-addr", "off", "--instance-ttl", "30s")
+}
+
+// runDaemon starts the binary with its data dir, address and args, and
+// waits until it serves reads.
+func runDaemon(t *testing.T, dir, addr string, args ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command(discoverdBinary(t), append([]string{
+		"--data-dir", dir, "--addr", addr, "--log-format", "json", "--log-level", "warn"}, args...)...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -146,4 +157,148 @@ func streamClosed(s *sse) chan struct{} {
 		close(ch)
 	}()
 	return ch
+}
+
+// startBinaryCluster starts n voters from the built binary on loopback, with
+// NATS routes between them, and returns them once each serves reads.
+func startBinaryCluster(t *testing.T, n int, args ...string) []*daemon {
+	t.Helper()
+	ports := FreePorts(t, 3*n)
+	var peers []string
+	for i := 0; i < n; i++ {
+		peers = append(peers, "127.0.0.1:"+strconv.Itoa(ports[3*i]))
+	}
+	ds := make([]*daemon, n)
+	var wg sync.WaitGroup
+	for i := range ds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ds[i] = runDaemon(t, t.TempDir(), peers[i], append([]string{
+				"--peers", strings.Join(peers, ","),
+				"--nats-addr", "127.0.0.1:" + strconv.Itoa(ports[3*i+1]),
+				"--nats-cluster-addr", "127.0.0.1:" + strconv.Itoa(ports[3*i+2]),
+				// Raft logs every missed contact of a stopped voter.
+				"--log-level", "error",
+			}, args...)...)
+		}()
+	}
+	wg.Wait()
+	return ds
+}
+
+// binaryLeader waits until every daemon names the same Raft leader and
+// returns it.
+func binaryLeader(t *testing.T, ds []*daemon) *daemon {
+	t.Helper()
+	var leader *daemon
+	WaitFor(t, 10*time.Second, "every voter naming the same raft leader", func() bool {
+		leader = nil
+		var host string
+		for _, d := range ds {
+			var li api.LeaderInfo
+			code, body := do(t, "GET", d.url()+"/raft/leader", nil)
+			if code != 200 || json.Unmarshal(body, &li) != nil || li.Host == "" || (host != "" && li.Host != host) {
+				return false
+			}
+			host = li.Host
+		}
+		for _, d := range ds {
+			if d.addr == host {
+				leader = d
+			}
+		}
+		return leader != nil
+	})
+	return leader
+}
+
+// A voter whose process was stopped for longer than the TTL finds, when it
+// runs again, the leader's heartbeats of long ago waiting in its sockets,
+// together with the heartbeats its clients sent meanwhile. It must not
+// acknowledge those from the state it had before it stopped: the leader
+// expired the instance in the meantime.
+func TestBinaryStoppedFollowerDoesNotAcknowledgeFromStaleState(t *testing.T) {
+	ds := startBinaryCluster(t, 3, "--instance-ttl", "1s", "--expiry-check-interval", "100ms")
+	leader := binaryLeader(t, ds)
+	var follower *daemon
+	for _, d := range ds {
+		if d != leader {
+			follower = d
+		}
+	}
+	mustDo(t, "PUT", leader.url()+"/services/web", api.ServiceConfig{})
+	var first api.Instance
+	if err := json.Unmarshal(mustDo(t, "PUT", follower.url()+"/services/web/instances/x", api.Instance{Addr: "10.0.0.1:80", Proto: "http"}), &first); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := register(t, follower.url(), "web", "x", "10.0.0.1:80"); code != 200 {
+		t.Fatalf("heartbeat through the follower before it stopped: %d %s", code, body)
+	}
+
+	follower.cmd.Process.Signal(syscall.SIGSTOP)
+	t.Cleanup(func() { follower.cmd.Process.Signal(syscall.SIGCONT) })
+	WaitFor(t, 10*time.Second, "the leader expiring x", func() bool {
+		for _, inst := range instances(t, leader.url(), "web") {
+			if inst.ID == "x" {
+				return false
+			}
+		}
+		return true
+	})
+	// Heartbeats of x sent to the stopped follower: the kernel accepts the
+	// connections and buffers the requests until it runs again.
+	body := `{"addr":"10.0.0.1:80","proto":"http"}`
+	req := "PUT /services/web/instances/x HTTP/1.1\r\nHost: " + follower.addr +
+		"\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	var conns []net.Conn
+	for range 8 {
+		c, err := net.DialTimeout("tcp", follower.addr, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	follower.cmd.Process.Signal(syscall.SIGCONT)
+	refused, registered := 0, 0
+	for i, c := range conns {
+		c.SetDeadline(time.Now().Add(15 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("heartbeat %d: %v", i, err)
+		}
+		answer, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusServiceUnavailable:
+			// Told to retry: it could not vouch for its state yet.
+			refused++
+		case http.StatusOK:
+			var inst api.Instance
+			if err := json.Unmarshal(answer, &inst); err != nil {
+				t.Fatalf("heartbeat %d: %v in %s", i, err, answer)
+			}
+			if inst.Index == first.Index {
+				t.Fatalf("heartbeat %d was acknowledged with the index %d the leader had expired: answered from stale state", i, inst.Index)
+			}
+			registered++
+		default:
+			t.Fatalf("heartbeat %d: %s %s", i, resp.Status, answer)
+		}
+	}
+	t.Logf("after the stop: %d heartbeats refused, %d registered x anew", refused, registered)
+	// Once it has caught up, it takes heartbeats again, and x comes back
+	// as a new registration.
+	var again api.Instance
+	WaitFor(t, 10*time.Second, "the follower taking heartbeats again", func() bool {
+		code, body := register(t, follower.url(), "web", "x", "10.0.0.1:80")
+		return code == 200 && json.Unmarshal(body, &again) == nil
+	})
+	if again.Index == first.Index {
+		t.Fatalf("x acknowledged with its expired index %d after the follower caught up", again.Index)
+	}
 }

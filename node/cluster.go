@@ -178,7 +178,7 @@ func (n *Node) Promote(ctx context.Context) error {
 		}
 		if v.waitApplied(ctx, res.Index) {
 			v.ready.Store(true)
-			v.inStep.Store(true)
+			v.setInStep()
 			n.v.Store(v)
 			n.subscribeHeartbeats(v)
 			n.log.Info().Uint64("index", res.Index).Msg("promoted to voter")

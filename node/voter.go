@@ -38,8 +38,15 @@ type voter struct {
 	// as follower, once it applied the leader's index.
 	ready atomic.Bool
 	// inStep is ready, but cleared whenever a follower loses contact with
-	// the leader until it has caught up again; heartbeats need it.
+	// the leader until it has caught up again; heartbeats need it, and
+	// inStepUntil too.
 	inStep atomic.Bool
+	// inStepUntil is when "in step" lapses unless the step watcher
+	// (awaitReady) confirms it again, on the clock of sinceStart: a process
+	// that was stopped or starved cannot have noticed that it lost contact,
+	// and must not answer from its old state before the watcher ran.
+	inStepUntil atomic.Int64
+	started     time.Time
 
 	stopping chan struct{}
 	wg       sync.WaitGroup
@@ -69,7 +76,7 @@ const raftDBFile = "raft.db"
 // the node waits for the leader to add it.
 func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 	cfg := n.cfg
-	v := &voter{n: n, stopping: make(chan struct{})}
+	v := &voter{n: n, stopping: make(chan struct{}), started: time.Now()}
 	rv := &raftFSM{}
 	v.raftFSM = rv
 	v.fsm = fsm.New(func(events []api.Event) { n.onEvents(events, rv.restoring) })
@@ -200,7 +207,7 @@ func (v *voter) watchLeadership() {
 			}
 			v.leaderSince.Store(now.UnixNano())
 			v.ready.Store(true)
-			v.inStep.Store(true)
+			v.setInStep()
 			v.n.republishLeaders(v)
 		}
 	}
@@ -216,52 +223,102 @@ func (v *voter) readyErr() error {
 }
 
 // awaitReady marks a follower ready, and in step, once it has applied
-// everything the leader had applied when asked; it clears "in step" whenever
-// the follower loses contact with the leader (a partition, a pause), so that
-// a voter that rejoins does not acknowledge heartbeats from a state the
-// majority has moved past. (A leader is marked by watchLeadership after its
-// barrier.)
+// everything the leader had applied when asked, and keeps "in step" current
+// on leader and follower alike. It clears it whenever a follower loses
+// contact with the leader (a partition, a pause), so that a voter that
+// rejoins does not acknowledge heartbeats from a state the majority has
+// moved past, and whenever the watcher itself did not run for longer than
+// the step lease: a stopped process finds old messages of the
+// leader in its sockets, which make it look in contact. (A leader is marked
+// by watchLeadership after its barrier.)
 func (v *voter) awaitReady() {
 	defer v.wg.Done()
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
+	lease := int64(v.stepLease())
+	last := v.sinceStart()
 	for {
 		select {
 		case <-v.stopping:
 			return
 		case <-t.C:
 		}
-		if v.raft.State() != raft.Follower {
-			continue
-		}
-		if !v.inContact() {
+		now := v.sinceStart()
+		if now-last > lease {
 			v.inStep.Store(false)
-			continue
 		}
-		if v.inStep.Load() {
-			continue
+		last = now
+		switch v.raft.State() {
+		case raft.Leader:
+			v.leaderStep()
+		case raft.Follower:
+			v.followerStep()
 		}
-		leader, _ := v.raft.LeaderWithID()
-		if leader == "" {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		res, err := v.n.fwd.forward(ctx, string(leader), nil)
-		if err == nil && v.waitApplied(ctx, res.Index) {
-			v.ready.Store(true)
-			v.inStep.Store(true)
-		}
-		cancel()
 	}
+}
+
+// followerStep is one round of awaitReady on a follower.
+func (v *voter) followerStep() {
+	if !v.inContact() {
+		v.inStep.Store(false)
+		return
+	}
+	if v.inStep.Load() {
+		v.setInStep()
+		return
+	}
+	leader, _ := v.raft.LeaderWithID()
+	if leader == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	res, err := v.n.fwd.forward(ctx, string(leader), nil)
+	if err == nil && v.waitApplied(ctx, res.Index) {
+		v.ready.Store(true)
+		v.setInStep()
+	}
+}
+
+// leaderStep is one round of awaitReady on the leader: after a stall it
+// confirms with a quorum that it still leads before it answers again.
+func (v *voter) leaderStep() {
+	if v.leaderSince.Load() == 0 {
+		// watchLeadership has not finished taking over.
+		return
+	}
+	if !v.inStep.Load() && v.raft.VerifyLeader().Error() != nil {
+		return
+	}
+	if v.leaderSince.Load() != 0 {
+		v.setInStep()
+	}
+}
+
+// sinceStart is the voter's monotonic clock.
+func (v *voter) sinceStart() int64 { return int64(time.Since(v.started)) }
+
+// stepLease is how long "in step" holds without the step watcher: two Raft
+// heartbeat timeouts and at least half a second, so that a watcher held up
+// by a busy machine does not turn clients away, while a process stopped for
+// long enough for the leader to move on answers nothing from before.
+func (v *voter) stepLease() time.Duration {
+	return max(2*v.n.cfg.RaftHeartbeatTimeout, 500*time.Millisecond)
+}
+
+// setInStep marks the node in step for a step lease.
+func (v *voter) setInStep() {
+	v.inStepUntil.Store(v.sinceStart() + int64(v.stepLease()))
+	v.inStep.Store(true)
 }
 
 var errOutOfStep = api.Errorf(api.CodeUnavailable, "this node is catching up with the raft leader after losing contact; retry shortly or ask another node")
 
 // inStepErr says whether the node may acknowledge a heartbeat from its own
 // state: it leads, or it follows and has caught up since it last lost
-// contact with the leader.
+// contact with the leader, and the step watcher confirmed it lately.
 func (v *voter) inStepErr() error {
-	if v.inStep.Load() {
+	if v.inStep.Load() && v.sinceStart() < v.inStepUntil.Load() {
 		return nil
 	}
 	return errOutOfStep
