@@ -154,7 +154,9 @@ type NodeInfo struct {
 	NATSLeaf    string `json:"nats_leaf_addr,omitempty"`
 }
 
-// Peer is one voter as reported by GET /raft/peers.
+// Peer is one voter and whether it is the Raft leader. GET /raft/peers
+// answers the voters' addresses only; clients mark the leader from GET
+// /raft/leader.
 type Peer struct {
 	Addr   string `json:"addr"`
 	Leader bool   `json:"leader"`

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
-	"slices"
 	"sort"
 	"strconv"
 
@@ -136,7 +135,7 @@ func (ss *snapshotService) appendJSON(b []byte, w *bufio.Writer) ([]byte, error)
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendInstanceJSON(b, inst)
+			b = api.AppendInstance(b, inst)
 			if len(b) >= persistBuffer {
 				if _, err := w.Write(b); err != nil {
 					return b, err
@@ -159,50 +158,6 @@ func (ss *snapshotService) appendJSON(b []byte, w *bufio.Writer) ([]byte, error)
 		}
 	}
 	return append(b, '}'), nil
-}
-
-// appendInstanceJSON appends inst as json.Marshal would.
-func appendInstanceJSON(b []byte, inst *api.Instance) []byte {
-	b = append(b, `{"id":`...)
-	b = appendJSONString(b, inst.ID)
-	b = append(b, `,"addr":`...)
-	b = appendJSONString(b, inst.Addr)
-	b = append(b, `,"proto":`...)
-	b = appendJSONString(b, inst.Proto)
-	if len(inst.Meta) > 0 {
-		b = append(b, `,"meta":{`...)
-		keys := make([]string, 0, len(inst.Meta))
-		for k := range inst.Meta {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for i, k := range keys {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, k)
-			b = append(b, ':')
-			b = appendJSONString(b, inst.Meta[k])
-		}
-		b = append(b, '}')
-	}
-	b = append(b, `,"index":`...)
-	b = strconv.AppendUint(b, inst.Index, 10)
-	return append(b, '}')
-}
-
-// appendJSONString appends s as json.Marshal would: printable ASCII that
-// needs no escape as it is, anything else through encoding/json.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			j, _ := json.Marshal(s)
-			return append(b, j...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 func appendMarshal(b []byte, v any) ([]byte, error) {

@@ -40,7 +40,7 @@ func (h *handler) putService(w http.ResponseWriter, r *http.Request) {
 	h.setIndex(w, idx)
 	bp := getBuf()
 	b := append((*bp)[:0], `{"leader_type":`...)
-	b = appendString(b, string(cfg.LeaderType))
+	b = api.AppendString(b, string(cfg.LeaderType))
 	b = append(b, "}\n"...)
 	writeBody(w, http.StatusOK, b)
 	*bp = b
@@ -74,7 +74,7 @@ func (h *handler) getServices(w http.ResponseWriter, r *http.Request) {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, name)
+		b = api.AppendString(b, name)
 	}
 	b = append(b, "]\n"...)
 	writeBody(w, http.StatusOK, b)
@@ -122,7 +122,7 @@ func (h *handler) getInstances(w http.ResponseWriter, r *http.Request) {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendInstance(b, inst)
+		b = api.AppendInstance(b, inst)
 		if len(b) >= chunkSize {
 			if !started {
 				w.Header()["Content-Type"] = jsonContentType
@@ -184,7 +184,7 @@ func (h *handler) putInstance(w http.ResponseWriter, r *http.Request) {
 
 func (h *handler) writeInstance(w http.ResponseWriter, inst *api.Instance) {
 	bp := getBuf()
-	b := appendInstance((*bp)[:0], inst)
+	b := api.AppendInstance((*bp)[:0], inst)
 	b = append(b, '\n')
 	writeBody(w, http.StatusOK, b)
 	*bp = b
@@ -271,7 +271,7 @@ func (h *handler) putLeader(w http.ResponseWriter, r *http.Request) {
 	}
 	bp := getBuf()
 	b := append((*bp)[:0], `{"id":`...)
-	b = appendString(b, req.ID)
+	b = api.AppendString(b, req.ID)
 	b = append(b, "}\n"...)
 	writeBody(w, http.StatusOK, b)
 	*bp = b
