@@ -2,10 +2,10 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/discoverd/discoverd/api"
@@ -67,12 +67,15 @@ func (n *Node) shareHeartbeat(service string, inst *api.Instance, fromBus bool) 
 	if fromBus || n.nc == nil || !n.multiVoter.Load() {
 		return
 	}
-	data, err := json.Marshal(inst)
-	if err != nil {
-		return
-	}
-	n.nc.Publish(bus.HeartbeatSubject(service), data)
+	// Publish copies the payload before it returns.
+	bp := hbBufs.Get().(*[]byte)
+	*bp = api.AppendInstance((*bp)[:0], inst)
+	n.nc.Publish(bus.HeartbeatSubject(service), *bp)
+	hbBufs.Put(bp)
 }
+
+// hbBufs holds the buffers heartbeats are encoded in to be shared.
+var hbBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // feedConfirmation is a Raft term and a connection of the NATS feed (its
 // feedSince) in which the leader answered a heartbeat this follower relayed
@@ -103,10 +106,7 @@ func (n *Node) relayHeartbeat(ctx context.Context, v *voter, service string, ins
 	if leader == "" {
 		return n.noLeaderError()
 	}
-	data, err := json.Marshal(inst)
-	if err != nil {
-		return api.Errorf(api.CodeValidation, "encoding the instance: %v", err)
-	}
+	data := api.AppendInstance(nil, inst)
 	term := v.raft.CurrentTerm()
 	feed := n.feedSince.Load()
 	if n.nc != nil && feed != 0 {
