@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -137,6 +140,79 @@ func TestServiceCRUDAndErrors(t *testing.T) {
 	}
 }
 
+func TestPeers(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t, 10*time.Second)
+	s := startServer(t, testTTL)
+	peers, err := New(s.URL()).Peers(ctx)
+	if want := []api.Peer{{Addr: s.Addr(), Leader: true}}; err != nil || !reflect.DeepEqual(peers, want) {
+		t.Fatalf("Peers of a single voter = %+v, %v; want %+v", peers, err, want)
+	}
+
+	// The shapes of a cluster's answers, from a stand-in server: GET
+	// /raft/peers lists addresses, GET /raft/leader names one of them.
+	var mu sync.Mutex
+	answers := map[string]string{}
+	var leaderAsked atomic.Int32
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/raft/leader" {
+			leaderAsked.Add(1)
+		}
+		mu.Lock()
+		body, ok := answers[r.URL.Path]
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			body = `{"code":"service_unavailable","message":"no raft leader","retry":true}`
+		}
+		w.Write([]byte(body))
+	}))
+	defer fake.Close()
+	// Without a deadline on the context, the retry timeout bounds how long
+	// a call waits for a leader the stand-in never names.
+	ctx = context.Background()
+	c := NewWithOptions([]string{fake.URL}, WithRetryTimeout(300*time.Millisecond))
+	defer c.Close()
+	answer := func(peers, leader string) {
+		mu.Lock()
+		defer mu.Unlock()
+		answers = map[string]string{"/raft/peers": peers}
+		if leader != "" {
+			answers["/raft/leader"] = leader
+		}
+	}
+
+	answer(`["10.0.0.1:1111","10.0.0.2:1111","10.0.0.3:1111"]`, `{"host":"10.0.0.2:1111"}`)
+	peers, err = c.Peers(ctx)
+	want := []api.Peer{{Addr: "10.0.0.1:1111"}, {Addr: "10.0.0.2:1111", Leader: true}, {Addr: "10.0.0.3:1111"}}
+	if err != nil || !reflect.DeepEqual(peers, want) {
+		t.Errorf("Peers = %+v, %v; want %+v", peers, err, want)
+	}
+
+	// No leader known: every voter listed, none leading.
+	answer(`["10.0.0.1:1111","10.0.0.2:1111"]`, "")
+	peers, err = c.Peers(ctx)
+	want = []api.Peer{{Addr: "10.0.0.1:1111"}, {Addr: "10.0.0.2:1111"}}
+	if err != nil || !reflect.DeepEqual(peers, want) {
+		t.Errorf("Peers without a leader = %+v, %v; want %+v", peers, err, want)
+	}
+
+	// No voters: an empty list, and no leader to ask.
+	answer(`[]`, "")
+	asked := leaderAsked.Load()
+	peers, err = c.Peers(ctx)
+	if err != nil || peers == nil || len(peers) != 0 || leaderAsked.Load() != asked {
+		t.Errorf("Peers with no voters = %#v, %v (leader asked %d times); want an empty list", peers, err, leaderAsked.Load()-asked)
+	}
+
+	// Anything but a list of addresses is an error.
+	answer(`[{"addr":"10.0.0.1:1111","leader":true}]`, `{"host":"10.0.0.1:1111"}`)
+	if peers, err := c.Peers(ctx); !api.IsCode(err, api.CodeUnknown) {
+		t.Errorf("Peers of a list of objects = %+v, %v; want unknown_error", peers, err)
+	}
+}
+
 func TestRegisterHeartbeatClose(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, testTTL)
@@ -219,14 +295,14 @@ func TestHeartbeaterErrAndOnError(t *testing.T) {
 	}
 	h2.Stop()
 
-	s.stop()
+	s.Stop()
 	eventually(t, 5*time.Second, "Err after the server went away", func() bool { return h.Err() != nil })
 	eventually(t, time.Second, "OnError", func() bool { return fired.Load() == 1 })
 	if !IsUnavailable(h.Err()) {
 		t.Errorf("Err = %v, want service_unavailable", h.Err())
 	}
-	s.startNode()
-	s.serve()
+	s.StartNode()
+	s.Serve()
 	eventually(t, 5*time.Second, "Err cleared after the server came back", func() bool { return h.Err() == nil })
 	if n := fired.Load(); n != 1 {
 		t.Errorf("OnError fired %d times, want 1", n)
@@ -246,7 +322,7 @@ func TestHeartbeaterSurvivesRestart(t *testing.T) {
 	defer h.Close()
 	before := h.Instance()
 
-	s.restart()
+	s.Restart()
 
 	// Present after the restart, and kept alive for several TTLs: with the
 	// same index, so it never expired and came back.
@@ -293,20 +369,20 @@ func TestWatchAcrossRestart(t *testing.T) {
 
 	// Stop the server; restart it and change the state before it serves
 	// HTTP again, so the watcher sees the changes only on reconnecting.
-	s.stop()
-	s.startNode()
+	s.Stop()
+	s.StartNode()
 	s.register("web", "10.0.0.3:80")
-	if _, err := s.n.Deregister(ctx, "web", api.DefaultInstanceID("tcp", "10.0.0.1:80")); err != nil {
+	if _, err := s.Node().Deregister(ctx, "web", api.DefaultInstanceID("tcp", "10.0.0.1:80")); err != nil {
 		t.Fatal(err)
 	}
-	m, err := s.n.ServiceMeta("web")
+	m, err := s.Node().ServiceMeta("web")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.n.SetServiceMeta(ctx, "web", &api.ServiceMeta{Data: json.RawMessage(`2`), Index: m.Index}); err != nil {
+	if _, err := s.Node().SetServiceMeta(ctx, "web", &api.ServiceMeta{Data: json.RawMessage(`2`), Index: m.Index}); err != nil {
 		t.Fatal(err)
 	}
-	s.serve()
+	s.Serve()
 
 	want = []string{"down 10.0.0.1:80", "up 10.0.0.3:80", "leader 10.0.0.2:80", "service_meta 2"}
 	if got := nextEvents(t, w, len(want), 10*time.Second); !reflect.DeepEqual(got, want) {
@@ -437,7 +513,7 @@ func TestFailover(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, testTTL)
 	dead := deadAddr(t)
-	c := NewWithOptions([]string{dead, s.addr}, WithTTL(testTTL))
+	c := NewWithOptions([]string{dead, s.Addr()}, WithTTL(testTTL))
 	defer c.Close()
 	ctx := testCtx(t, 10*time.Second)
 	if err := c.AddService(ctx, "web", nil); err != nil {
@@ -499,7 +575,7 @@ func TestFailoverWhenFirstServerStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	s1.stop()
+	s1.Stop()
 	// Two independent servers: the heartbeater registers on the second.
 	eventually(t, 5*time.Second, "instance on the second server", func() bool {
 		insts, err := New(s2.URL()).Instances(ctx, "web")

@@ -45,7 +45,7 @@ func TestNATSURLs(t *testing.T) {
 // NATS, even with the HTTP API gone once registered and watching.
 func TestNATSHeartbeatsAndWatch(t *testing.T) {
 	t.Parallel()
-	s := startServerNATS(t, testTTL, "127.0.0.1:-1")
+	s := startServerNATS(t, testTTL)
 	c := NewWithOptions([]string{s.URL()}, WithTTL(testTTL), WithNATS(s.NATSURL()), WithRetryTimeout(time.Second))
 	defer c.Close()
 	ctx := testCtx(t, 15*time.Second)
@@ -76,9 +76,9 @@ func TestNATSHeartbeatsAndWatch(t *testing.T) {
 	}
 
 	// No more HTTP: heartbeats and events go on over NATS.
-	s.stopHTTP()
+	s.StopHTTP()
 	noEvent(t, w, 4*testTTL)
-	if insts, err := s.n.Instances("web"); err != nil || len(insts) != 1 {
+	if insts, err := s.Node().Instances("web"); err != nil || len(insts) != 1 {
 		t.Fatalf("instances after 4 TTLs of NATS heartbeats = %v, %v", insts, err)
 	}
 	if err := h.Err(); err != nil {
@@ -102,7 +102,7 @@ func TestNATSHeartbeatsAndWatch(t *testing.T) {
 // server (HTTP and NATS) restarts with changes made while it was away.
 func TestNATSWatchAcrossRestart(t *testing.T) {
 	t.Parallel()
-	s := startServerNATS(t, time.Minute, "127.0.0.1:-1")
+	s := startServerNATS(t, time.Minute)
 	c := NewWithOptions([]string{s.URL()}, WithNATS(s.NATSURL()))
 	defer c.Close()
 	ctx := testCtx(t, 20*time.Second)
@@ -141,13 +141,13 @@ func TestNATSWatchAcrossRestart(t *testing.T) {
 		t.Fatalf("first leader %s", l)
 	}
 
-	s.stop()
-	s.startNode()
+	s.Stop()
+	s.StartNode()
 	s.register("web", "10.0.0.3:80")
-	if _, err := s.n.Deregister(ctx, "web", api.DefaultInstanceID("tcp", "10.0.0.1:80")); err != nil {
+	if _, err := s.Node().Deregister(ctx, "web", api.DefaultInstanceID("tcp", "10.0.0.1:80")); err != nil {
 		t.Fatal(err)
 	}
-	s.serve()
+	s.Serve()
 
 	want = []string{"down 10.0.0.1:80", "up 10.0.0.3:80", "leader 10.0.0.2:80"}
 	if got := nextEvents(t, w, len(want), 10*time.Second); !reflect.DeepEqual(got, want) {
@@ -221,7 +221,7 @@ func TestNATSNoResponders(t *testing.T) {
 	}
 	deadline := time.Now().Add(4 * testTTL)
 	for time.Now().Before(deadline) {
-		if insts, err := s.n.Instances("web"); err != nil || len(insts) != 1 {
+		if insts, err := s.Node().Instances("web"); err != nil || len(insts) != 1 {
 			t.Fatalf("instances = %v, %v", insts, err)
 		}
 		time.Sleep(50 * time.Millisecond)

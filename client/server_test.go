@@ -3,31 +3,17 @@ package client
 import (
 	"context"
 	"net"
-	"net/http"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/discoverd/discoverd/api"
-	"github.com/discoverd/discoverd/httpapi"
-	"github.com/discoverd/discoverd/node"
+	"github.com/discoverd/discoverd/internal/testnode"
 )
 
 // testServer is a real single-node discoverd (node + HTTP API) in process.
 type testServer struct {
-	t    *testing.T
-	dir  string
-	addr string
-	ttl  time.Duration
-	n    *node.Node
-	srv  *http.Server
-	// applied is the node's applied index when it was last stopped.
-	applied uint64
-	// natsAddr, when set, runs the node's embedded NATS server there
-	// ("127.0.0.1:-1" picks a port, kept across restarts).
-	natsAddr string
+	*testnode.Server
+	t *testing.T
 }
 
 const testTTL = 500 * time.Millisecond
@@ -36,87 +22,14 @@ const testTTL = 500 * time.Millisecond
 // waits until it leads.
 func startServer(t *testing.T, ttl time.Duration) *testServer {
 	t.Helper()
-	return startServerNATS(t, ttl, "")
+	return &testServer{testnode.Start(t, testnode.Options{TTL: ttl}), t}
 }
 
-// startServerNATS is startServer with an embedded NATS server at natsAddr
-// (none when empty).
-func startServerNATS(t *testing.T, ttl time.Duration, natsAddr string) *testServer {
+// startServerNATS is startServer with an embedded NATS server on a free
+// loopback port, kept across restarts.
+func startServerNATS(t *testing.T, ttl time.Duration) *testServer {
 	t.Helper()
-	s := &testServer{t: t, dir: t.TempDir(), addr: "127.0.0.1:0", ttl: ttl, natsAddr: natsAddr}
-	s.startNode()
-	s.serve()
-	t.Cleanup(s.stop)
-	return s
-}
-
-// startNode starts the node (not the HTTP server) and waits until it leads.
-func (s *testServer) startNode() {
-	s.t.Helper()
-	n, err := node.New(node.Config{
-		DataDir:             s.dir,
-		Addr:                s.addr,
-		InstanceTTL:         s.ttl,
-		ExpiryCheckInterval: 100 * time.Millisecond,
-		NATS:                s.natsAddr != "",
-		NATSAddr:            s.natsAddr,
-		Log:                 zerolog.Nop(),
-	})
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.n = n
-	s.addr = n.Addr()
-	if s.natsAddr != "" {
-		s.natsAddr = strings.TrimPrefix(n.NATSURL(), "nats://")
-	}
-	// Wait until it leads and has applied everything it held before a
-	// restart (a new leader applies its old log only after it leads).
-	deadline := time.Now().Add(10 * time.Second)
-	for !n.IsLeader() || !n.Ready() || n.AppliedIndex() < s.applied {
-		if time.Now().After(deadline) {
-			s.t.Fatal("server did not become leader within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// serve starts answering HTTP.
-func (s *testServer) serve() {
-	s.srv = &http.Server{Handler: httpapi.New(s.n, httpapi.Options{})}
-	go s.srv.Serve(s.n.HTTPListener())
-}
-
-func (s *testServer) stop() {
-	if s.n == nil {
-		return
-	}
-	s.applied = s.n.AppliedIndex()
-	s.n.EndStreams()
-	if s.srv != nil {
-		s.srv.Close()
-	}
-	s.n.Close()
-	s.n, s.srv = nil, nil
-}
-
-// restart stops the server and starts it again on the same data dir and
-// address.
-func (s *testServer) restart() {
-	s.t.Helper()
-	s.stop()
-	s.startNode()
-	s.serve()
-}
-
-func (s *testServer) URL() string { return "http://" + s.addr }
-
-func (s *testServer) NATSURL() string { return "nats://" + s.natsAddr }
-
-// stopHTTP stops answering HTTP, keeping the node (and NATS) running.
-func (s *testServer) stopHTTP() {
-	s.n.EndStreams()
-	s.srv.Close()
+	return &testServer{testnode.Start(t, testnode.Options{TTL: ttl, NATS: true}), t}
 }
 
 // register registers an instance through the node itself (no heartbeats).
@@ -126,7 +39,7 @@ func (s *testServer) register(service, addr string) *api.Instance {
 	if err := api.PrepareInstance(inst, ""); err != nil {
 		s.t.Fatal(err)
 	}
-	stored, err := s.n.Heartbeat(context.Background(), service, inst)
+	stored, err := s.Node().Heartbeat(context.Background(), service, inst)
 	if err != nil {
 		s.t.Fatal(err)
 	}

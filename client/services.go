@@ -2,8 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"net/url"
 
 	"github.com/discoverd/discoverd/api"
@@ -172,29 +170,24 @@ func (c *Client) Status(ctx context.Context) (*api.Status, error) {
 	return &out, nil
 }
 
-// Peers lists the Raft voters (GET /raft/peers), marking the Raft leader.
-// A server without the cluster routes answers object_not_found. Both
-// answer shapes are accepted: a list of api.Peer, or a list of addresses
-// (the leader is then learned from GET /raft/leader, best effort).
+// Peers lists the Raft voters (GET /raft/peers, a list of their addresses),
+// marking the one GET /raft/leader names. The leader is best effort: without
+// one known, every peer is listed as not leading. A server without the
+// cluster routes answers object_not_found.
 func (c *Client) Peers(ctx context.Context) ([]api.Peer, error) {
-	var raw json.RawMessage
-	if _, err := c.do(ctx, retryOpts{}, &request{method: "GET", path: "/raft/peers"}, &raw); err != nil {
+	var addrs []string
+	if _, err := c.do(ctx, retryOpts{}, &request{method: "GET", path: "/raft/peers"}, &addrs); err != nil {
 		return nil, err
 	}
-	var peers []api.Peer
-	if err := json.Unmarshal(raw, &peers); err != nil {
-		peers = nil
-		var addrs []string
-		if json.Unmarshal(raw, &addrs) != nil {
-			return nil, &api.Error{Code: api.CodeUnknown, Message: fmt.Sprintf("GET /raft/peers answered %.200s, not a list of peers", raw)}
-		}
-		leader, _ := c.RaftLeader(ctx)
-		for _, a := range addrs {
-			peers = append(peers, api.Peer{Addr: a, Leader: a == leader})
-		}
+	peers := make([]api.Peer, 0, len(addrs))
+	if len(addrs) == 0 {
+		// No voter, no leader to ask: the question would only wait out
+		// the retries of a service_unavailable.
+		return peers, nil
 	}
-	if peers == nil {
-		peers = []api.Peer{}
+	leader, _ := c.RaftLeader(ctx)
+	for _, a := range addrs {
+		peers = append(peers, api.Peer{Addr: a, Leader: a == leader})
 	}
 	return peers, nil
 }

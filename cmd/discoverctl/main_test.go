@@ -12,43 +12,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/discoverd/discoverd/api"
 	"github.com/discoverd/discoverd/client"
-	"github.com/discoverd/discoverd/httpapi"
-	"github.com/discoverd/discoverd/node"
+	"github.com/discoverd/discoverd/internal/testnode"
 )
 
 // startServer starts a real single-node discoverd in process and returns
 // its address.
 func startServer(t *testing.T) string {
 	t.Helper()
-	n, err := node.New(node.Config{
-		DataDir:             t.TempDir(),
-		Addr:                "127.0.0.1:0",
-		InstanceTTL:         time.Second,
-		ExpiryCheckInterval: 100 * time.Millisecond,
-		Log:                 zerolog.Nop(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: httpapi.New(n, httpapi.Options{})}
-	go srv.Serve(n.HTTPListener())
-	t.Cleanup(func() {
-		n.EndStreams()
-		srv.Close()
-		n.Close()
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for !n.IsLeader() || !n.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatal("server did not become leader")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return n.Addr()
+	return testnode.Start(t, testnode.Options{TTL: time.Second}).Addr()
 }
 
 // syncBuffer is a bytes.Buffer safe for a command writing while the test

@@ -15,16 +15,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/discoverd/discoverd/httpapi"
-	"github.com/discoverd/discoverd/node"
-	"github.com/rs/zerolog"
+	"github.com/discoverd/discoverd/internal/testnode"
 )
 
 const testTTL = 500 * time.Millisecond
 
-// testServer is an in-process discoverd: a single voter with its HTTP API.
+// testServer is an in-process discoverd: a single voter with its HTTP API
+// and NATS.
 type testServer struct {
-	n    *node.Node
 	http string
 	nats string
 }
@@ -33,33 +31,8 @@ func startServer(t testing.TB) *testServer { return startServerTTL(t, testTTL) }
 
 func startServerTTL(t testing.TB, ttl time.Duration) *testServer {
 	t.Helper()
-	n, err := node.New(node.Config{
-		DataDir:             t.TempDir(),
-		Addr:                "127.0.0.1:0",
-		InstanceTTL:         ttl,
-		ExpiryCheckInterval: 100 * time.Millisecond,
-		NATS:                true,
-		NATSAddr:            "127.0.0.1:-1",
-		Log:                 zerolog.Nop(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: httpapi.New(n, httpapi.Options{})}
-	go srv.Serve(n.HTTPListener())
-	t.Cleanup(func() {
-		n.EndStreams()
-		srv.Close()
-		n.Close()
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for !n.IsLeader() || !n.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatal("the node did not become leader within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return &testServer{n: n, http: "http://" + n.Addr(), nats: n.NATSURL()}
+	s := testnode.Start(t, testnode.Options{TTL: ttl, NATS: true})
+	return &testServer{http: s.URL(), nats: s.NATSURL()}
 }
 
 // smallArgs runs every workload briefly.

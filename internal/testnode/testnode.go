@@ -1,0 +1,140 @@
+package testnode
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/discoverd/discoverd/httpapi"
+	"github.com/discoverd/discoverd/node"
+)
+
+// Options says how to run a Server.
+type Options struct {
+	// TTL is the instance TTL; zero means one second.
+	TTL time.Duration
+	// NATS runs the node's embedded NATS server on a free loopback port,
+	// kept across restarts so that NATS clients can reconnect to it.
+	NATS bool
+}
+
+// Server is a single-node discoverd in process: a node and its HTTP API.
+// Its methods are for the goroutine of the test that started it.
+type Server struct {
+	tb  testing.TB
+	cfg node.Config
+	n   *node.Node
+	srv *http.Server
+	// applied is the node's applied index when it was last stopped: a
+	// restarted node serves only once it has applied that much again.
+	applied uint64
+}
+
+// Start starts a Server on a fresh data dir and waits until it leads. It
+// stops when the test ends.
+func Start(tb testing.TB, o Options) *Server {
+	tb.Helper()
+	if o.TTL <= 0 {
+		o.TTL = time.Second
+	}
+	s := &Server{tb: tb, cfg: node.Config{
+		DataDir:             tb.TempDir(),
+		Addr:                "127.0.0.1:0",
+		InstanceTTL:         o.TTL,
+		ExpiryCheckInterval: 100 * time.Millisecond,
+		// A single voter elects itself after one timeout: a short one
+		// keeps each test's start quick.
+		RaftHeartbeatTimeout: 100 * time.Millisecond,
+		Log:                  zerolog.Nop(),
+	}}
+	if o.NATS {
+		s.cfg.NATS = true
+		s.cfg.NATSAddr = "127.0.0.1:-1"
+	}
+	s.StartNode()
+	s.Serve()
+	tb.Cleanup(s.Stop)
+	return s
+}
+
+// StartNode starts the node, not its HTTP API, on the data dir and address
+// of the first start, and waits until it leads and has applied all it had
+// applied before it was stopped (a new leader applies its old log only
+// after it leads). Between StartNode and Serve, a test can change the state
+// through Node while no HTTP client can see it.
+func (s *Server) StartNode() {
+	s.tb.Helper()
+	n, err := node.New(s.cfg)
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	s.n = n
+	s.cfg.Addr = n.Addr()
+	if s.cfg.NATS {
+		s.cfg.NATSAddr = strings.TrimPrefix(n.NATSURL(), "nats://")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !n.IsLeader() || !n.Ready() || n.AppliedIndex() < s.applied {
+		if time.Now().After(deadline) {
+			s.tb.Fatal("the node did not become leader within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Serve starts answering HTTP.
+func (s *Server) Serve() {
+	s.srv = &http.Server{Handler: httpapi.New(s.n, httpapi.Options{})}
+	go s.srv.Serve(s.n.HTTPListener())
+}
+
+// StopHTTP stops answering HTTP, keeping the node (and NATS) running.
+func (s *Server) StopHTTP() {
+	s.n.EndStreams()
+	s.srv.Close()
+	s.srv = nil
+}
+
+// Stop stops the HTTP API and the node; the data dir stays for StartNode.
+// Stopping a stopped Server does nothing.
+func (s *Server) Stop() {
+	if s.n == nil {
+		return
+	}
+	s.applied = s.n.AppliedIndex()
+	s.n.EndStreams()
+	if s.srv != nil {
+		s.srv.Close()
+	}
+	s.n.Close()
+	s.n, s.srv = nil, nil
+}
+
+// Restart stops the server and starts it again on the same data dir and
+// addresses.
+func (s *Server) Restart() {
+	s.tb.Helper()
+	s.Stop()
+	s.StartNode()
+	s.Serve()
+}
+
+// Node is the running node, nil while the Server is stopped.
+func (s *Server) Node() *node.Node { return s.n }
+
+// Addr is the HTTP address, host:port, the same across restarts.
+func (s *Server) Addr() string { return s.cfg.Addr }
+
+// URL is the HTTP base URL.
+func (s *Server) URL() string { return "http://" + s.cfg.Addr }
+
+// NATSURL is the NATS client URL, empty without NATS.
+func (s *Server) NATSURL() string {
+	if !s.cfg.NATS {
+		return ""
+	}
+	return "nats://" + s.cfg.NATSAddr
+}
