@@ -34,8 +34,9 @@ clean:
 # --- bench (owned by cmd/discoverd-bench; see BENCHMARKS.md) ---
 .PHONY: bench
 # Builds bin/discoverd and bin/discoverd-bench, runs every workload against a
-# fresh local single voter on loopback and prints the table (about 1-2 min).
-# BENCH_DURATION, BENCH_CONCURRENCY, BENCH_OUT etc.: see scripts/bench.sh.
+# fresh local single voter and then a fresh local 3-voter cluster on loopback
+# and prints the tables (about 3 min on 2 cores). BENCH_DURATION,
+# BENCH_CLUSTER=0, BENCH_SINGLE=0, BENCH_OUT etc.: see scripts/bench.sh.
 bench:
 	GO=$(GO) ./scripts/bench.sh
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discoverd/discoverd/integration"
 	"github.com/discoverd/discoverd/internal/testnode"
 )
 
@@ -324,5 +325,27 @@ func writeHeapProfile(b *testing.B, file string) {
 	defer f.Close()
 	if err := pprof.WriteHeapProfile(f); err != nil {
 		b.Fatal(err)
+	}
+}
+
+// The same against a 3-voter cluster, with the servers listed leader first
+// as scripts/bench.sh does: --wait sees the cluster settle, and the
+// workloads that write through one server and watch another run across it.
+func TestEveryWorkloadOnACluster(t *testing.T) {
+	c := integration.NewCluster(t, 3, 0, integration.WithTTL(testTTL, 100*time.Millisecond))
+	leader := c.WaitForLeader(10 * time.Second)
+	var urls, natsURLs []string
+	for _, nd := range append([]*integration.Node{leader}, c.Followers()...) {
+		urls = append(urls, nd.URL())
+		natsURLs = append(natsURLs, nd.NATSURL)
+	}
+	s := &testServer{http: strings.Join(urls, ","), nats: strings.Join(natsURLs, ",")}
+	results := runJSON(t, s.smallArgs("--json", "--wait", "20s", "all"))
+	if len(results) != len(workloads) {
+		t.Errorf("%d results for %d workloads", len(results), len(workloads))
+	}
+	for _, r := range results {
+		t.Logf("%s", r.short())
+		checkResult(t, r, true)
 	}
 }

@@ -2,7 +2,7 @@
 // public HTTP API and NATS subjects and reports throughput and latency.
 //
 //	discoverd-bench [--http URL[,URL...]] [--nats URL[,URL...]] [--instances N]
-//	                [--concurrency C] [--duration D] [--json] WORKLOAD...
+//	                [--concurrency C] [--duration D] [--wait D] [--json] WORKLOAD...
 //
 // Workloads: heartbeat-http, heartbeat-nats, heartbeat-nats-req, register,
 // register-large, event-latency (event-latency-sse, event-latency-nats),
@@ -68,6 +68,7 @@ type config struct {
 	ttl          time.Duration
 	pid          int
 	natsConns    int
+	wait         time.Duration
 	settle       time.Duration
 	json         bool
 	stdClient    bool
@@ -147,6 +148,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	fs.DurationVar(&cfg.ttl, "ttl", 10*time.Second, "the server's --instance-ttl (detect reports time to down minus this)")
 	fs.IntVar(&cfg.pid, "pid", 0, "server process id for memory (default: the process listening on the first --http port)")
 	fs.IntVar(&cfg.natsConns, "nats-conns", 2, "NATS connections used to publish and request")
+	fs.DurationVar(&cfg.wait, "wait", 0, "first wait up to this long until every server is healthy, agrees on the Raft leader and their NATS routes carry messages (for servers just started)")
 	fs.DurationVar(&cfg.settle, "settle", 2*time.Second, "memory: wait this long after registering before reading RSS")
 	fs.BoolVar(&cfg.json, "json", false, "print one JSON array instead of a table")
 	fs.BoolVar(&cfg.stdClient, "std-client", false, "use net/http for the load loops instead of the lean keep-alive client")
@@ -174,6 +176,9 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 		if v.n < 1 {
 			return nil, nil, fmt.Errorf("%s must be at least 1", v.name)
 		}
+	}
+	if cfg.wait < 0 {
+		return nil, nil, errors.New("--wait must not be negative")
 	}
 	if cfg.duration <= 0 || cfg.ttl <= 0 {
 		return nil, nil, errors.New("--duration and --ttl must be positive")
@@ -254,7 +259,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	defer b.close()
-	if err := b.ping(ctx); err != nil {
+	if cfg.wait > 0 {
+		b.progress.start("ready")
+		err = b.awaitReady(ctx)
+		b.progress.stop()
+	} else {
+		err = b.ping(ctx)
+	}
+	if err != nil {
 		fmt.Fprintln(stderr, "discoverd-bench:", err)
 		return 1
 	}

@@ -301,11 +301,16 @@ func runEventLatencyNATS(ctx context.Context, b *bench) []Result {
 	defer cleanup()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	nc, err := b.natsConnect(0)
+	w := watcher(len(b.cfg.nats))
+	nc, err := b.natsConnect(w)
 	if err != nil {
 		return failed(name, err)
 	}
 	defer nc.Close()
+	via := ""
+	if w != 0 {
+		via = b.cfg.nats[w]
+	}
 	events := make(chan arrival, 1024)
 	errc := make(chan error, 1)
 	sub, err := nc.Subscribe(eventSubject(svc, string(api.EventUp)), func(m *nats.Msg) {
@@ -331,7 +336,7 @@ func runEventLatencyNATS(ctx context.Context, b *bench) []Result {
 	if err := nc.Flush(); err != nil {
 		return failed(name, err)
 	}
-	return b.eventLatency(ctx, name, svc, events, errc)
+	return b.eventLatency(ctx, name, svc, via, events, errc)
 }
 
 // fanout-nats: --subscribers NATS connections, each subscribed to

@@ -24,6 +24,12 @@ type sseStream struct {
 // openSSE opens an event stream of path on server i (round robin).
 func (b *bench) openSSE(ctx context.Context, i int, path string) (*sseStream, error) {
 	srv := b.servers[i%len(b.servers)]
+	if len(b.servers) > 1 {
+		// The service was just created through the first server; another
+		// one serves from its own state, which may not hold it yet, and
+		// would answer 404. A consistent read waits until it does.
+		path += "?consistent=true"
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.base+path, nil)
 	if err != nil {

@@ -114,9 +114,17 @@ type arrival struct {
 	at   time.Time
 }
 
-// eventLatency registers --samples instances one at a time and times each
-// from the moment its request is sent until its up event arrives on events.
-func (b *bench) eventLatency(ctx context.Context, name, svc string, events <-chan arrival, errc <-chan error) []Result {
+// watcher is the server, of n, that the event streams and subscriptions of
+// event-latency and detect use: with several servers, not the first, which
+// takes the writes, so that the events measured crossed the cluster (were
+// replicated to, or routed through, another node) as they do for most of a
+// cluster's watchers.
+func watcher(n int) int { return 1 % n }
+
+// eventLatency registers --samples instances one at a time through the
+// first server and times each from the moment its request is sent until its
+// up event arrives on events (watched at via, when not the same).
+func (b *bench) eventLatency(ctx context.Context, name, svc, via string, events <-chan arrival, errc <-chan error) []Result {
 	d := b.newDoer(0)
 	defer d.close()
 	var lat, answered samples
@@ -166,6 +174,9 @@ func (b *bench) eventLatency(ctx context.Context, name, svc string, events <-cha
 	row.setLatency(lat)
 	a := answered.summarize()
 	row.Note = fmt.Sprintf("from request sent; the registration itself was answered in p50 %.3f ms", *ms(a.p50))
+	if via != "" {
+		row.Note += fmt.Sprintf("; registered through %s, event seen on %s", b.servers[0].host, via)
+	}
 	return []Result{row}
 }
 
@@ -180,11 +191,16 @@ func runEventLatencySSE(ctx context.Context, b *bench) []Result {
 	defer cleanup()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := b.openSSE(ctx, 0, "/services/"+svc)
+	w := watcher(len(b.servers))
+	st, err := b.openSSE(ctx, w, "/services/"+svc)
 	if err != nil {
 		return failed(name, err)
 	}
 	defer st.close()
+	via := ""
+	if w != 0 {
+		via = b.servers[w].host
+	}
 	if err := st.untilCurrent(); err != nil {
 		return failed(name, err)
 	}
@@ -204,13 +220,16 @@ func runEventLatencySSE(ctx context.Context, b *bench) []Result {
 			}
 		}
 	}()
-	return b.eventLatency(ctx, name, svc, events, errc)
+	return b.eventLatency(ctx, name, svc, via, events, errc)
 }
 
 // detect: --samples instances are registered, each then sends one last
 // heartbeat (spread over up to a second so the last heartbeats fall at
 // every phase of the server's expiry check) and stops; each one's time from
-// that heartbeat to its down event on an SSE stream, minus --ttl.
+// that heartbeat to its down event on an SSE stream, minus --ttl. With
+// several servers the last heartbeats go to each in turn, and the stream is
+// on the watcher: a heartbeat a follower takes reaches the leader, which
+// alone expires instances, over the cluster, and so does the down event.
 func runDetect(ctx context.Context, b *bench) []Result {
 	const name = "detect"
 	svc, cleanup, err := b.createService(ctx, name)
@@ -220,7 +239,7 @@ func runDetect(ctx context.Context, b *bench) []Result {
 	defer cleanup()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := b.openSSE(ctx, 0, "/services/"+svc+"/instances")
+	st, err := b.openSSE(ctx, watcher(len(b.servers)), "/services/"+svc+"/instances")
 	if err != nil {
 		return failed(name, err)
 	}
@@ -257,8 +276,11 @@ func runDetect(ctx context.Context, b *bench) []Result {
 	var sent atomic.Int64
 	b.progress.set("last heartbeats", &sent, int64(n), spread)
 	last := make(map[string]time.Time, n)
-	d := b.newDoer(0)
-	defer d.close()
+	doers := make([]doer, len(b.servers))
+	for i := range doers {
+		doers[i] = b.newDoer(i)
+		defer doers[i].close()
+	}
 	start := time.Now()
 	var body []byte
 	for i := 0; i < n; i++ {
@@ -269,7 +291,7 @@ func runDetect(ctx context.Context, b *bench) []Result {
 		body = appendInstanceBody(body[:0], id, int64(i))
 		r := request{method: http.MethodPut, path: instancePath(svc, id), body: body}
 		t := time.Now()
-		code, resp, err := d.do(&r)
+		code, resp, err := doers[i%len(doers)].do(&r)
 		if err == nil && code != http.StatusOK {
 			err = httpError(code, resp)
 		}
@@ -303,6 +325,9 @@ func runDetect(ctx context.Context, b *bench) []Result {
 	row := Result{Workload: name, Ops: int64(len(lat))}
 	row.setLatency(lat)
 	row.Note = fmt.Sprintf("time from last heartbeat to down event minus --ttl %s", b.cfg.ttl)
+	if len(b.servers) > 1 {
+		row.Note += fmt.Sprintf("; heartbeats spread over %d servers, events seen on %s", len(b.servers), b.servers[watcher(len(b.servers))].host)
+	}
 	if *row.P50 < -50 {
 		row.Note += "; negative: the server's TTL is shorter than --ttl"
 	}
