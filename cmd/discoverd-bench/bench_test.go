@@ -279,9 +279,13 @@ func BenchmarkWorkload(b *testing.B) {
 	}
 	var s *testServer
 	pprof.Do(context.Background(), pprof.Labels("side", "server"), func(context.Context) {
-		s = startServerTTL(b, time.Minute)
+		if os.Getenv("BENCH_VOTERS") == "3" {
+			s = startCluster(b, time.Minute)
+		} else {
+			s = startServerTTL(b, time.Minute)
+		}
 	})
-	args := []string{"--http", s.http, "--nats", s.nats, "--ttl", "1m", "--pid", fmt.Sprint(os.Getpid()), "--json", "--no-progress"}
+	args := []string{"--http", s.http, "--nats", s.nats, "--ttl", "1m", "--pid", fmt.Sprint(os.Getpid()), "--json", "--no-progress", "--wait", "20s"}
 	args = append(args, strings.Fields(os.Getenv("BENCH_ARGS"))...)
 	args = append(args, strings.Fields(spec)...)
 	var out bytes.Buffer
@@ -332,14 +336,7 @@ func writeHeapProfile(b *testing.B, file string) {
 // as scripts/bench.sh does: --wait sees the cluster settle, and the
 // workloads that write through one server and watch another run across it.
 func TestEveryWorkloadOnACluster(t *testing.T) {
-	c := integration.NewCluster(t, 3, 0, integration.WithTTL(testTTL, 100*time.Millisecond))
-	leader := c.WaitForLeader(10 * time.Second)
-	var urls, natsURLs []string
-	for _, nd := range append([]*integration.Node{leader}, c.Followers()...) {
-		urls = append(urls, nd.URL())
-		natsURLs = append(natsURLs, nd.NATSURL)
-	}
-	s := &testServer{http: strings.Join(urls, ","), nats: strings.Join(natsURLs, ",")}
+	s := startCluster(t, testTTL)
 	results := runJSON(t, s.smallArgs("--json", "--wait", "20s", "all"))
 	if len(results) != len(workloads) {
 		t.Errorf("%d results for %d workloads", len(results), len(workloads))
@@ -348,4 +345,18 @@ func TestEveryWorkloadOnACluster(t *testing.T) {
 		t.Logf("%s", r.short())
 		checkResult(t, r, true)
 	}
+}
+
+// startCluster starts an in-process 3-voter cluster and lists its servers
+// leader first, as comma lists.
+func startCluster(tb testing.TB, ttl time.Duration) *testServer {
+	tb.Helper()
+	c := integration.NewCluster(tb, 3, 0, integration.WithTTL(ttl, 100*time.Millisecond))
+	leader := c.WaitForLeader(10 * time.Second)
+	var urls, natsURLs []string
+	for _, nd := range append([]*integration.Node{leader}, c.Followers()...) {
+		urls = append(urls, nd.URL())
+		natsURLs = append(natsURLs, nd.NATSURL)
+	}
+	return &testServer{http: strings.Join(urls, ","), nats: strings.Join(natsURLs, ",")}
 }
