@@ -23,7 +23,11 @@ import (
 )
 
 const (
+	// testTTL is the TTL of the expiry tests (newServerTTL); every other
+	// server keeps instances for stableTTL, so that a machine busy with
+	// other tests cannot expire an instance between two of a test's steps.
 	testTTL           = 500 * time.Millisecond
+	stableTTL         = time.Minute
 	testCheckInterval = 100 * time.Millisecond
 	testKeepAlive     = 200 * time.Millisecond
 )
@@ -43,17 +47,28 @@ var (
 
 func newServer(t testing.TB) *testServer {
 	t.Helper()
-	return newServerWith(t, func(n *node.Node) httpapi.Backend { return n })
+	return newServerTTL(t, stableTTL)
+}
+
+// newServerTTL starts a server whose instances expire after ttl.
+func newServerTTL(t testing.TB, ttl time.Duration) *testServer {
+	t.Helper()
+	return startServer(t, ttl, func(n *node.Node) httpapi.Backend { return n })
 }
 
 // newServerWith starts a node and serves the API over the backend wrap makes
 // of it.
 func newServerWith(t testing.TB, wrap func(*node.Node) httpapi.Backend) *testServer {
 	t.Helper()
+	return startServer(t, stableTTL, wrap)
+}
+
+func startServer(t testing.TB, ttl time.Duration, wrap func(*node.Node) httpapi.Backend) *testServer {
+	t.Helper()
 	n, err := node.New(node.Config{
 		DataDir:             t.TempDir(),
 		Addr:                "127.0.0.1:0",
-		InstanceTTL:         testTTL,
+		InstanceTTL:         ttl,
 		ExpiryCheckInterval: testCheckInterval,
 		Log:                 zerolog.Nop(),
 	})
@@ -749,7 +764,7 @@ func TestStreamEndsWithError(t *testing.T) {
 }
 
 func TestExpiry(t *testing.T) {
-	s := newServer(t)
+	s := newServerTTL(t, testTTL)
 	s.must("PUT", "/services/web", "")
 	body := func(addr string) string { return `{"addr":"` + addr + `","proto":"http"}` }
 	s.must("PUT", "/services/web/instances/a", body("10.0.0.1:80"))

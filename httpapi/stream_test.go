@@ -65,11 +65,6 @@ func TestStreamBurst(t *testing.T) {
 			t.Fatalf("event %s after index %d (seen %d)", e.data, last, len(seen))
 		}
 		last = e.ev.Index
-		// The first instances may expire (the TTL is short) while the last
-		// register: downs are fine, a second up is not.
-		if e.ev.Kind == api.EventDown {
-			continue
-		}
 		if e.ev.Kind != api.EventUp || seen[e.ev.Instance.ID] {
 			t.Fatalf("event %s (seen %d)", e.data, len(seen))
 		}
