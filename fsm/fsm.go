@@ -23,6 +23,10 @@ type Result struct {
 	Instance *api.Instance
 	// Meta is the stored meta after a meta write.
 	Meta *api.ServiceMeta
+	// Expired is how many instances an expire command removed: the leader
+	// counts its expiries from this, as instances re-registered or removed
+	// since its check are skipped.
+	Expired int
 	// Err is a typed *api.Error when the command was rejected; a rejected
 	// command changes nothing.
 	Err error
@@ -116,7 +120,7 @@ func (f *FSM) ApplyCommand(index uint64, data []byte) *Result {
 	case CmdExpireInstances:
 		var c ExpireInstances
 		if res.Err = decode(body, &c); res.Err == nil {
-			f.expireInstances(index, &c)
+			res.Expired = f.expireInstances(index, &c)
 		}
 	case CmdSetNode:
 		var c SetNode
@@ -311,10 +315,12 @@ func (f *FSM) removeInstance(index uint64, c *RemoveInstance) error {
 
 // expireInstances removes the instances that are still the registrations the
 // expiry check saw. An instance already gone or registered anew since is
-// skipped, not an error: the batch as a whole always applies.
-func (f *FSM) expireInstances(index uint64, c *ExpireInstances) {
+// skipped, not an error: the batch as a whole always applies. It returns how
+// many it removed.
+func (f *FSM) expireInstances(index uint64, c *ExpireInstances) int {
 	prevLeaders := make(map[*service]*api.Instance)
 	var touched []*service
+	removed := 0
 	for _, e := range c.Instances {
 		s, ok := f.services[e.Service]
 		if !ok {
@@ -329,16 +335,30 @@ func (f *FSM) expireInstances(index uint64, c *ExpireInstances) {
 			touched = append(touched, s)
 		}
 		s.remove(e.ID)
+		removed++
 		f.emit(api.Event{Service: s.name, Kind: api.EventDown, Instance: inst, Index: index})
 	}
 	for _, s := range touched {
 		f.leaderChange(s, prevLeaders[s], index)
 	}
+	return removed
 }
 
 // AppliedIndex is the index of the last entry applied (or restored). It
 // takes no lock.
 func (f *FSM) AppliedIndex() uint64 { return f.appliedPub.Load() }
+
+// Size returns the number of services and of instances. It costs one step
+// per service (each keeps its own count), not per instance, so it is cheap
+// enough for a metrics scrape.
+func (f *FSM) Size() (services, instances int) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, s := range f.services {
+		instances += s.len()
+	}
+	return len(f.services), instances
+}
 
 // Services returns the names of all services, sorted.
 func (f *FSM) Services() []string {

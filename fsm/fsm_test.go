@@ -668,6 +668,9 @@ func TestExpireInstances(t *testing.T) {
 	// An updated registration keeps its index, so it still expires.
 	h.ok(14, CmdAddInstance, inst("c", "c1", "h:9", nil))
 	h.rec.take()
+	if svcs, insts := h.f.Size(); svcs != 3 || insts != 6 {
+		t.Fatalf("Size before expiry = %d services, %d instances; want 3, 6", svcs, insts)
+	}
 
 	res := h.ok(20, CmdExpireInstances, ExpireInstances{Instances: []ExpiredInstance{
 		{Service: "b", ID: "b1", Index: 7},    // b's leader
@@ -681,8 +684,11 @@ func TestExpireInstances(t *testing.T) {
 		{Service: "a", ID: "a9", Index: 0},    // never existed
 		{Service: "a", ID: "a3", Index: 5000}, // index does not match
 	}})
-	if res.Instance != nil || res.Meta != nil {
-		t.Fatalf("result %#v", res)
+	if res.Instance != nil || res.Meta != nil || res.Expired != 4 {
+		t.Fatalf("result %#v, want 4 expired and nothing else", res)
+	}
+	if svcs, insts := h.f.Size(); svcs != 3 || insts != 2 {
+		t.Fatalf("Size after expiry = %d services, %d instances; want 3, 2", svcs, insts)
 	}
 	// All downs, in batch order, then one leader event per touched service
 	// whose leader changed, in order of first touch.
@@ -700,7 +706,9 @@ func TestExpireInstances(t *testing.T) {
 	h.expectInstances("c")
 
 	// A batch that matches nothing: applied, no events.
-	h.ok(21, CmdExpireInstances, ExpireInstances{Instances: []ExpiredInstance{{Service: "a", ID: "a1", Index: 4}}})
+	if res := h.ok(21, CmdExpireInstances, ExpireInstances{Instances: []ExpiredInstance{{Service: "a", ID: "a1", Index: 4}}}); res.Expired != 0 {
+		t.Fatalf("a batch that matched nothing expired %d", res.Expired)
+	}
 	h.ok(22, CmdExpireInstances, ExpireInstances{})
 	h.expect()
 	// A batch that removes only non-leaders: downs only.
