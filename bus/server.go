@@ -393,6 +393,15 @@ func (s *Server) NumRemotes() int { return s.ns.NumRemotes() }
 // NumLeafNodes is the number of leafnode connections, accepted or made.
 func (s *Server) NumLeafNodes() int { return s.ns.NumLeafNodes() }
 
+// SlowConsumers counts, since the server started, the times it found a
+// connection too slow to take what it was sent, by kind of connection:
+// clients (services, and the node's own in-process connection), routes to
+// other voters, and leafnodes. The server counts a route once until it
+// catches up again, a client or leafnode every time it falls behind.
+func (s *Server) SlowConsumers() (clients, routes, leafnodes uint64) {
+	return s.ns.NumSlowConsumersClients(), s.ns.NumSlowConsumersRoutes(), s.ns.NumSlowConsumersLeafs()
+}
+
 // SetRoutes replaces the routes to other voters' cluster ports at runtime:
 // new routes are dialed, routes no longer listed are closed. It needs a
 // ClusterAddr from the start.

@@ -3,6 +3,8 @@ package httpapi
 import (
 	"context"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/discoverd/discoverd/api"
 )
 
@@ -43,6 +45,9 @@ type Backend interface {
 
 	// Status describes the node for /.well-known/status.
 	Status() api.Status
+
+	// Metrics is the node's own Prometheus registry, served on /metrics.
+	Metrics() prometheus.Gatherer
 }
 
 // Stream is an open event subscription (defined in api, so the node can

@@ -7,5 +7,10 @@
 // Discoverd-Index header, and every error is an api.Error JSON body, never a
 // plain-text one: bad input is a 4xx, never a 500 or a panic.
 //
-// It may import the standard library, package api and zerolog.
+// GET /metrics serves the Backend's Prometheus registry with promhttp; a
+// proxy answers it itself, as it does /ping and /.well-known/status.
+//
+// It may import the standard library, package api, zerolog, and
+// client_golang's prometheus (the registry's type) and promhttp (its
+// exposition over HTTP).
 package httpapi

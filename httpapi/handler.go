@@ -42,6 +42,8 @@ type handler struct {
 	// none of mux's routes but one of probe's used the wrong method.
 	probe *http.ServeMux
 	allow map[string]string
+	// metricsHTTP serves GET /metrics from the backend's registry.
+	metricsHTTP http.Handler
 
 	// index caches the formatted Discoverd-Index header value of the last
 	// index answered, as most responses in a row carry the same one.
@@ -67,6 +69,7 @@ func New(b Backend, opts Options) http.Handler {
 	if h.keepAlive <= 0 {
 		h.keepAlive = DefaultKeepAlive
 	}
+	h.metricsHTTP = newMetricsHandler(b, h.log)
 	routes := []route{
 		{"GET", "/services", h.getServices},
 		{"PUT", "/services/{service}", h.putService},
@@ -81,6 +84,7 @@ func New(b Backend, opts Options) http.Handler {
 		{"PUT", "/services/{service}/meta", h.putMeta},
 		{"GET", "/ping", h.ping},
 		{"GET", "/.well-known/status", h.status},
+		{"GET", "/metrics", h.metrics},
 	}
 	if c, ok := b.(Cluster); ok {
 		routes = append(routes, h.clusterRoutes(c)...)

@@ -20,6 +20,7 @@ import (
 var proxyLocalPaths = map[string]bool{
 	"/ping":               true,
 	"/.well-known/status": true,
+	"/metrics":            true,
 	"/raft/promote":       true,
 	"/raft/demote":        true,
 }
@@ -42,7 +43,7 @@ type proxy struct {
 // forwarding it to a voter (voters lists them, the leader first when known)
 // and passing the voter's answer through, streams included. When a voter
 // cannot be reached, or answers 503, the next one is tried. The proxy's own
-// liveness, status and promote/demote routes go to local.
+// liveness, status, metrics and promote/demote routes go to local.
 func NewProxy(voters func() []string, local http.Handler, opts Options) http.Handler {
 	return &proxy{
 		voters: voters,

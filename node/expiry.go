@@ -64,9 +64,11 @@ func (v *voter) expire(batch []fsm.ExpiredInstance) {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.InstanceTTL)
 	defer cancel()
 	cmd := fsm.MustEncode(fsm.CmdExpireInstances, &fsm.ExpireInstances{Instances: batch})
-	if _, err := v.applyLocal(ctx, cmd); err != nil {
+	res, err := v.applyLocal(ctx, cmd)
+	if err != nil {
 		n.log.Warn().Err(err).Int("instances", len(batch)).Msg("expiring instances")
 		return
 	}
-	n.log.Debug().Int("instances", len(batch)).Msg("expired instances")
+	n.expired.Add(uint64(res.Expired))
+	n.log.Debug().Int("instances", res.Expired).Int("checked", len(batch)).Msg("expired instances")
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/discoverd/discoverd/bus"
 	"github.com/discoverd/discoverd/fsm"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
@@ -112,6 +113,11 @@ type Node struct {
 	// natsLinks is the number of routes and leafnodes the upkeep last saw.
 	natsLinks int
 
+	metrics *prometheus.Registry
+	// expired counts the instances this node expired while leading, over
+	// every term and role change, for metrics.
+	expired atomic.Uint64
+
 	// voters is the proxy's view of the voters, leader first.
 	votersMu    sync.Mutex
 	voters      []string
@@ -148,6 +154,7 @@ func New(cfg Config) (*Node, error) {
 		fwd:        newForwarder(),
 		closing:    make(chan struct{}),
 	}
+	n.metrics = newMetrics(n)
 	n.mux = newPortMux(ln, advertisedAddr(advertise))
 	if cfg.NATS {
 		if err := n.startNATS(); err != nil {

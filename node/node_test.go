@@ -174,6 +174,9 @@ func TestSlowSubscriberIsClosedNotBlocking(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got := sample(t, gather(t, n), "discoverd_event_streams"); got != 1 {
+		t.Fatalf("discoverd_event_streams = %v with one subscriber", got)
+	}
 	// Never read: the writes below must all be acknowledged anyway.
 	for i := 0; i < subscriberBuffer+50; i++ {
 		if _, err := n.SetServiceMeta(ctx, "web", &api.ServiceMeta{Data: []byte(`1`), Index: metaIndex(n)}); err != nil {
@@ -189,6 +192,10 @@ func TestSlowSubscriberIsClosedNotBlocking(t *testing.T) {
 	}
 	if received == 0 {
 		t.Fatal("the slow subscriber got no events before it was closed")
+	}
+	fams := gather(t, n)
+	if open, slow := sample(t, fams, "discoverd_event_streams"), sample(t, fams, "discoverd_event_streams_closed_slow_total"); open != 0 || slow != 1 {
+		t.Fatalf("after the slow subscriber was closed: discoverd_event_streams = %v, discoverd_event_streams_closed_slow_total = %v; want 0, 1", open, slow)
 	}
 }
 

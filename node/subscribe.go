@@ -2,6 +2,7 @@ package node
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/discoverd/discoverd/api"
 )
@@ -74,6 +75,12 @@ type hub struct {
 	next    int
 	full    bool
 	floor   uint64
+
+	// open and closedSlow are for metrics. They change when a stream opens
+	// or closes, never per event, and are atomics so that a scrape reads
+	// them without taking mu from the sink.
+	open       atomic.Int64
+	closedSlow atomic.Uint64
 }
 
 func newHub() *hub {
@@ -161,6 +168,7 @@ func (h *hub) add(service string, kinds api.KindMask, initial func(resumeOK func
 		h.subs[service] = m
 	}
 	m[sub] = struct{}{}
+	h.open.Add(1)
 	return sub
 }
 
@@ -179,6 +187,10 @@ func (h *hub) closeLocked(sub *Subscription, err error) {
 	sub.closed = true
 	sub.err = err
 	close(sub.ch)
+	h.open.Add(-1)
+	if err == ErrSlowSubscriber {
+		h.closedSlow.Add(1)
+	}
 	if m := h.subs[sub.service]; m != nil {
 		delete(m, sub)
 		if len(m) == 0 {
