@@ -10,6 +10,7 @@ import (
 
 	"github.com/discoverd/discoverd/api"
 	"github.com/discoverd/discoverd/bus"
+	"github.com/nats-io/nats.go"
 )
 
 // busHeartbeats takes the heartbeats that arrive over NATS. Every voter hears
@@ -67,14 +68,23 @@ func (n *Node) shareHeartbeat(service string, inst *api.Instance, fromBus bool) 
 	if fromBus || n.nc == nil || !n.multiVoter.Load() {
 		return
 	}
-	// Publish copies the payload before it returns.
-	bp := hbBufs.Get().(*[]byte)
-	*bp = api.AppendInstance((*bp)[:0], inst)
-	n.nc.Publish(bus.HeartbeatSubject(service), *bp)
-	hbBufs.Put(bp)
+	n.sendHeartbeat(context.Background(), service, inst, false)
 }
 
-// hbBufs holds the buffers heartbeats are encoded in to be shared.
+// sendHeartbeat sends inst on its service's heartbeat subject, encoded in a
+// pooled buffer (nats.go copies the payload before Publish and Request
+// return): published, or with await a request whose answer is returned.
+func (n *Node) sendHeartbeat(ctx context.Context, service string, inst *api.Instance, await bool) (*nats.Msg, error) {
+	bp := hbBufs.Get().(*[]byte)
+	defer hbBufs.Put(bp)
+	*bp = api.AppendInstance((*bp)[:0], inst)
+	if !await {
+		return nil, n.nc.Publish(bus.HeartbeatSubject(service), *bp)
+	}
+	return n.nc.RequestWithContext(ctx, bus.HeartbeatSubject(service), *bp)
+}
+
+// hbBufs holds the buffers heartbeats are encoded in to be sent on NATS.
 var hbBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // feedConfirmation is a Raft term and a connection of the NATS feed (its
@@ -106,18 +116,16 @@ func (n *Node) relayHeartbeat(ctx context.Context, v *voter, service string, ins
 	if leader == "" {
 		return n.noLeaderError()
 	}
-	data := api.AppendInstance(nil, inst)
 	term := v.raft.CurrentTerm()
 	feed := n.feedSince.Load()
 	if n.nc != nil && feed != 0 {
-		subject := bus.HeartbeatSubject(service)
 		if c := n.feedConfirmed.Load(); c != nil && c.term == term && c.feedSince == feed {
-			if err := n.nc.Publish(subject, data); err == nil {
+			if _, err := n.sendHeartbeat(ctx, service, inst, false); err == nil {
 				return nil
 			}
 		} else {
 			rctx, cancel := context.WithTimeout(ctx, feedProbeTimeout)
-			msg, err := n.nc.RequestWithContext(rctx, subject, data)
+			msg, err := n.sendHeartbeat(rctx, service, inst, true)
 			cancel()
 			if err == nil {
 				if err := api.DecodeHeartbeatAnswer(msg.Data); err != nil {
@@ -131,7 +139,9 @@ func (n *Node) relayHeartbeat(ctx context.Context, v *voter, service string, ins
 			}
 		}
 	}
-	return n.fwd.do(ctx, http.MethodPut, string(leader), instancePath(service, inst.ID), data, nil)
+	// Not a pooled buffer: the HTTP transport may still read a request body
+	// after Do returned.
+	return n.fwd.do(ctx, http.MethodPut, string(leader), instancePath(service, inst.ID), api.AppendInstance(nil, inst), nil)
 }
 
 // instancePath is the HTTP API route of one instance.
