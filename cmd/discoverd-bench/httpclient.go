@@ -338,11 +338,16 @@ func httpError(status int, body []byte) error {
 // call sends one request on a fresh std-client request to the first server
 // and fails on a non-2xx answer.
 func (b *bench) call(ctx context.Context, method, path string, body []byte) ([]byte, error) {
+	return b.callAt(ctx, b.servers[0].base, method, path, body)
+}
+
+// callAt is call on the server at base.
+func (b *bench) callAt(ctx context.Context, base, method, path string, body []byte) ([]byte, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, b.servers[0].base+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
 		return nil, err
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -51,10 +50,10 @@ func (b *bench) awaitReady(ctx context.Context) error {
 func (b *bench) clusterStatus(ctx context.Context) error {
 	sts := make([]api.Status, len(b.servers))
 	for i, s := range b.servers {
-		if _, err := b.get(ctx, s.base+"/ping"); err != nil {
+		if _, err := b.get(ctx, s.base, "/ping"); err != nil {
 			return err
 		}
-		body, err := b.get(ctx, s.base+"/.well-known/status")
+		body, err := b.get(ctx, s.base, "/.well-known/status")
 		if err != nil {
 			return err
 		}
@@ -87,27 +86,12 @@ func (b *bench) clusterStatus(ctx context.Context) error {
 	return nil
 }
 
-// get fetches url and fails on a non-200 answer.
-func (b *bench) get(ctx context.Context, url string) ([]byte, error) {
+// get fetches path from the server at base, within 2 s, and fails on a
+// non-2xx answer.
+func (b *bench) get(ctx context.Context, base, path string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := b.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return body, nil
+	return b.callAt(ctx, base, http.MethodGet, path, nil)
 }
 
 // awaitNATSMesh waits until a message published on each NATS server reaches
