@@ -75,7 +75,7 @@ func startServer(t testing.TB, ttl time.Duration, wrap func(*node.Node) httpapi.
 	if err != nil {
 		t.Fatalf("node.New: %v", err)
 	}
-	srv := &http.Server{Handler: httpapi.New(wrap(n), httpapi.Options{KeepAlive: testKeepAlive})}
+	srv := httpapi.NewServer(httpapi.New(wrap(n), httpapi.Options{KeepAlive: testKeepAlive}), httpapi.ServerOptions{})
 	go srv.Serve(n.HTTPListener())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -121,7 +121,7 @@ func (nd *Node) start() error {
 	opts := httpapi.Options{KeepAlive: time.Second}
 	local := httpapi.New(n, opts)
 	nd.n = n
-	nd.srv = &http.Server{Handler: httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts))}
+	nd.srv = httpapi.NewServer(httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts)), httpapi.ServerOptions{})
 	go nd.srv.Serve(n.HTTPListener())
 	return nil
 }

@@ -169,11 +169,7 @@ func run(args []string, stderr io.Writer) error {
 	}
 	opts := httpapi.Options{Log: log}
 	local := httpapi.New(n, opts)
-	srv := &http.Server{
-		Handler:           httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts)),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
+	srv := httpapi.NewServer(httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts)), httpapi.ServerOptions{})
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(n.HTTPListener()) }()
 	role := "voter"

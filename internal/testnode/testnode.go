@@ -87,7 +87,7 @@ func (s *Server) StartNode() {
 
 // Serve starts answering HTTP.
 func (s *Server) Serve() {
-	s.srv = &http.Server{Handler: httpapi.New(s.n, httpapi.Options{})}
+	s.srv = httpapi.NewServer(httpapi.New(s.n, httpapi.Options{}), httpapi.ServerOptions{})
 	go s.srv.Serve(s.n.HTTPListener())
 }
 
