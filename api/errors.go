@@ -16,6 +16,11 @@ const (
 	CodeValidation         ErrorCode = "validation_error"
 	CodeUnavailable        ErrorCode = "service_unavailable"
 	CodeUnknown            ErrorCode = "unknown_error"
+	// CodeUnauthorized: the request has no token, or one the node does not
+	// know (401).
+	CodeUnauthorized ErrorCode = "unauthorized"
+	// CodeForbidden: the token's role does not allow the request (403).
+	CodeForbidden ErrorCode = "forbidden"
 )
 
 // Error is the JSON error body of every failed request, over HTTP and NATS.
@@ -44,6 +49,10 @@ func (c ErrorCode) Status() int {
 		return http.StatusBadRequest
 	case CodeUnavailable:
 		return http.StatusServiceUnavailable
+	case CodeUnauthorized:
+		return http.StatusUnauthorized
+	case CodeForbidden:
+		return http.StatusForbidden
 	default:
 		return http.StatusInternalServerError
 	}

@@ -10,7 +10,10 @@
 // GET /metrics serves the Backend's Prometheus registry with promhttp; a
 // proxy answers it itself, as it does /ping and /.well-known/status.
 //
-// It may import the standard library, package api, zerolog, and
+// With Options.Auth, every route needs the permission declared for it in
+// the route table (guard.go); GET /ping stays open.
+//
+// It may import the standard library, packages api and auth, zerolog, and
 // client_golang's prometheus (the registry's type) and promhttp (its
 // exposition over HTTP).
 package httpapi

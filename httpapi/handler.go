@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/discoverd/discoverd/api"
+	"github.com/discoverd/discoverd/auth"
 )
 
 // MaxBodyBytes bounds every request body.
@@ -31,17 +32,22 @@ type Options struct {
 	// KeepAlive is how long an SSE stream stays silent before a comment line
 	// is sent to keep it open (default 30s).
 	KeepAlive time.Duration
+	// Auth holds the tokens; nil serves every route to anyone. See guard.go.
+	Auth *auth.Store
 }
 
 type handler struct {
 	b         Backend
 	log       zerolog.Logger
 	keepAlive time.Duration
+	auth      *auth.Store
 	mux       *http.ServeMux
 	// probe holds the routes' paths without methods: a request that matches
 	// none of mux's routes but one of probe's used the wrong method.
 	probe *http.ServeMux
 	allow map[string]string
+	// routes is the route table, as registered.
+	routes []route
 	// metricsHTTP serves GET /metrics from the backend's registry.
 	metricsHTTP http.Handler
 
@@ -62,6 +68,7 @@ func New(b Backend, opts Options) http.Handler {
 		b:         b,
 		log:       opts.Log,
 		keepAlive: opts.KeepAlive,
+		auth:      opts.Auth,
 		mux:       http.NewServeMux(),
 		probe:     http.NewServeMux(),
 		allow:     make(map[string]string),
@@ -71,26 +78,29 @@ func New(b Backend, opts Options) http.Handler {
 	}
 	h.metricsHTTP = newMetricsHandler(b, h.log)
 	routes := []route{
-		{"GET", "/services", h.getServices},
-		{"PUT", "/services/{service}", h.putService},
-		{"DELETE", "/services/{service}", h.deleteService},
-		{"GET", "/services/{service}", h.streamService},
-		{"GET", "/services/{service}/instances", h.getInstances},
-		{"PUT", "/services/{service}/instances/{id}", h.putInstance},
-		{"DELETE", "/services/{service}/instances/{id}", h.deleteInstance},
-		{"GET", "/services/{service}/leader", h.getLeader},
-		{"PUT", "/services/{service}/leader", h.putLeader},
-		{"GET", "/services/{service}/meta", h.getMeta},
-		{"PUT", "/services/{service}/meta", h.putMeta},
-		{"GET", "/ping", h.ping},
-		{"GET", "/.well-known/status", h.status},
-		{"GET", "/metrics", h.metrics},
+		{"GET", "/services", auth.PermRead, h.getServices},
+		{"PUT", "/services/{service}", auth.PermService, h.putService},
+		{"DELETE", "/services/{service}", auth.PermService, h.deleteService},
+		{"GET", "/services/{service}", auth.PermRead, h.streamService},
+		{"GET", "/services/{service}/instances", auth.PermRead, h.getInstances},
+		{"PUT", "/services/{service}/instances/{id}", auth.PermService, h.putInstance},
+		{"DELETE", "/services/{service}/instances/{id}", auth.PermService, h.deleteInstance},
+		{"GET", "/services/{service}/leader", auth.PermRead, h.getLeader},
+		{"PUT", "/services/{service}/leader", auth.PermService, h.putLeader},
+		{"GET", "/services/{service}/meta", auth.PermRead, h.getMeta},
+		{"PUT", "/services/{service}/meta", auth.PermService, h.putMeta},
+		{"GET", "/ping", auth.PermOpen, h.ping},
+		// Open, as load balancers and container health checks probe it: it
+		// carries the node's health and role, no registry data.
+		{"GET", "/.well-known/status", auth.PermOpen, h.status},
+		{"GET", "/metrics", auth.PermRead, h.metrics},
 	}
 	if c, ok := b.(Cluster); ok {
 		routes = append(routes, h.clusterRoutes(c)...)
 	}
+	h.routes = routes
 	for _, r := range routes {
-		h.mux.HandleFunc(r.method+" "+r.path, r.fn)
+		h.mux.HandleFunc(r.method+" "+r.path, h.guard(r))
 		methods, seen := h.allow[r.path]
 		if !seen {
 			h.probe.Handle(r.path, http.NotFoundHandler())

@@ -109,6 +109,9 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		copyHeaders(out.Header, r.Header)
+		// The voter judges a relayed request by the caller's token: the
+		// node-to-node marker is the proxy's own, never a caller's.
+		out.Header.Del(api.ForwardedHeader)
 		out.ContentLength = int64(len(body))
 		resp, err := p.transport.RoundTrip(out)
 		if err != nil {

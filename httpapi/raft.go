@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"github.com/discoverd/discoverd/api"
+	"github.com/discoverd/discoverd/auth"
 )
 
 // Cluster is what the membership routes need of a node (*node.Node
@@ -25,19 +26,22 @@ type Cluster interface {
 	Demote(ctx context.Context) error
 }
 
+// route is one entry of the route table. perm is what a caller needs when
+// auth is on; a route without one is refused when the table is built.
 type route struct {
 	method, path string
+	perm         auth.Perm
 	fn           http.HandlerFunc
 }
 
 func (h *handler) clusterRoutes(c Cluster) []route {
 	return []route{
-		{"POST", "/raft/apply", func(w http.ResponseWriter, r *http.Request) { h.applyForwarded(c, w, r) }},
-		{"GET", "/raft/nodes", func(w http.ResponseWriter, r *http.Request) {
+		{"POST", "/raft/apply", auth.PermNode, func(w http.ResponseWriter, r *http.Request) { h.applyForwarded(c, w, r) }},
+		{"GET", "/raft/nodes", auth.PermRead, func(w http.ResponseWriter, r *http.Request) {
 			nodes, err := c.Nodes()
 			h.answer(w, nodes, err)
 		}},
-		{"GET", "/raft/leader", func(w http.ResponseWriter, r *http.Request) {
+		{"GET", "/raft/leader", auth.PermRead, func(w http.ResponseWriter, r *http.Request) {
 			leader := c.RaftLeader()
 			if leader == "" {
 				h.fail(w, api.Errorf(api.CodeUnavailable, "no raft leader is known to this node"))
@@ -45,23 +49,23 @@ func (h *handler) clusterRoutes(c Cluster) []route {
 			}
 			h.answer(w, api.LeaderInfo{Host: leader}, nil)
 		}},
-		{"GET", "/raft/peers", func(w http.ResponseWriter, r *http.Request) {
+		{"GET", "/raft/peers", auth.PermRead, func(w http.ResponseWriter, r *http.Request) {
 			peers := c.RaftPeers()
 			if peers == nil {
 				peers = []string{}
 			}
 			h.answer(w, peers, nil)
 		}},
-		{"PUT", "/raft/peers/{addr}", func(w http.ResponseWriter, r *http.Request) {
+		{"PUT", "/raft/peers/{addr}", auth.PermAdmin, func(w http.ResponseWriter, r *http.Request) {
 			h.answer(w, nil, c.AddPeer(r.Context(), r.PathValue("addr")))
 		}},
-		{"DELETE", "/raft/peers/{addr}", func(w http.ResponseWriter, r *http.Request) {
+		{"DELETE", "/raft/peers/{addr}", auth.PermAdmin, func(w http.ResponseWriter, r *http.Request) {
 			h.answer(w, nil, c.RemovePeer(r.Context(), r.PathValue("addr")))
 		}},
-		{"POST", "/raft/promote", func(w http.ResponseWriter, r *http.Request) {
+		{"POST", "/raft/promote", auth.PermAdmin, func(w http.ResponseWriter, r *http.Request) {
 			h.answer(w, nil, c.Promote(r.Context()))
 		}},
-		{"POST", "/raft/demote", func(w http.ResponseWriter, r *http.Request) {
+		{"POST", "/raft/demote", auth.PermAdmin, func(w http.ResponseWriter, r *http.Request) {
 			h.answer(w, nil, c.Demote(r.Context()))
 		}},
 	}

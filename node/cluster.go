@@ -360,14 +360,14 @@ func (f *forwarder) do(ctx context.Context, method, addr, path string, body []by
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, f.scheme+addr+path, rd)
 	if err != nil {
 		return api.Errorf(api.CodeUnavailable, "%s %s: %v", method, addr, err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set(api.ForwardedHeader, "1")
+	f.authorize(req)
 	resp, err := f.client.Do(req)
 	if err != nil {
 		return api.Errorf(api.CodeUnavailable, "%s %s%s: %v", method, addr, path, err)

@@ -24,16 +24,35 @@ const ApplyPath = "/raft/apply"
 // same port as everything else, with kept-alive connections.
 type forwarder struct {
 	client *http.Client
+	// scheme is https when nodes reach each other over mutual TLS.
+	scheme    string
+	peerToken func() string
 }
 
-func newForwarder() *forwarder {
-	return &forwarder{client: &http.Client{
-		Transport: &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConnsPerHost: 64,
-			IdleConnTimeout:     time.Minute,
-		},
-	}}
+func newForwarder(cfg *Config) *forwarder {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     time.Minute,
+	}
+	f := &forwarder{client: &http.Client{Transport: tr}, scheme: "http://", peerToken: cfg.PeerToken}
+	if cfg.PeerTLS != nil {
+		tr.TLSClientConfig = cfg.PeerTLS.Clone()
+		tr.ForceAttemptHTTP2 = false
+		f.scheme = "https://"
+	}
+	return f
+}
+
+// authorize marks req as a node's own request and, when nodes authenticate
+// with a token rather than a certificate, adds it.
+func (f *forwarder) authorize(req *http.Request) {
+	req.Header.Set(api.ForwardedHeader, "1")
+	if f.peerToken != nil {
+		if t := f.peerToken(); t != "" {
+			req.Header.Set("Authorization", "Bearer "+t)
+		}
+	}
 }
 
 // forward applies cmd on the leader at addr. A nil cmd is a read barrier.
@@ -43,12 +62,12 @@ func (f *forwarder) forward(ctx context.Context, addr string, cmd []byte) (*fsm.
 		ctx, cancel = context.WithTimeout(ctx, defaultApplyTimeout)
 		defer cancel()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+ApplyPath, bytes.NewReader(cmd))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.scheme+addr+ApplyPath, bytes.NewReader(cmd))
 	if err != nil {
 		return nil, api.Errorf(api.CodeUnavailable, "forwarding to leader %s: %v", addr, err)
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
-	req.Header.Set(api.ForwardedHeader, "1")
+	f.authorize(req)
 	resp, err := f.client.Do(req)
 	if err != nil {
 		// The write may or may not have reached the leader; it was not

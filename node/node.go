@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -50,6 +51,15 @@ type Config struct {
 	NATSClusterAddr string
 	// NATSLeafAddr is a voter's port for proxies' NATS leafnodes.
 	NATSLeafAddr string
+
+	// PeerTLS, when set, is the TLS client side of mutual TLS between
+	// nodes (this node's certificate and the cluster's CA): writes forwarded
+	// to the leader and membership calls go over HTTPS with it, and Raft
+	// connections are dialed with it.
+	PeerTLS *tls.Config
+	// PeerToken, when set, gives the bearer secret this node presents to
+	// the others, for a cluster with auth and no TLS (loopback only).
+	PeerToken func() string
 
 	Log zerolog.Logger
 }
@@ -151,7 +161,7 @@ func New(cfg Config) (*Node, error) {
 		advertise:  advertise,
 		hub:        newHub(),
 		heartbeats: newHeartbeatTable(),
-		fwd:        newForwarder(),
+		fwd:        newForwarder(&cfg),
 		closing:    make(chan struct{}),
 	}
 	n.metrics = newMetrics(n)

@@ -35,6 +35,10 @@ type options struct {
 	natsClusterAddr     string
 	natsLeafAddr        string
 	dnsAddr             string
+	authFile            string
+	tlsCert             string
+	tlsKey              string
+	tlsCA               string
 	instanceTTL         time.Duration
 	expiryCheckInterval time.Duration
 	logLevel            string
@@ -60,6 +64,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.natsClusterAddr, "nats-cluster-addr", "", "voters: NATS route port, needed when there is more than one voter")
 	fs.StringVar(&o.natsLeafAddr, "nats-leaf-addr", "", "voters: port on which proxies' NATS servers connect as leafnodes")
 	fs.StringVar(&o.dnsAddr, "dns-addr", "", "DNS server, UDP and TCP (empty: off)")
+	fs.StringVar(&o.authFile, "auth-file", "", "JSON file of tokens and roles (empty: no auth); reloaded on SIGHUP")
 	fs.DurationVar(&o.instanceTTL, "instance-ttl", 10*time.Second, "heartbeat TTL")
 	fs.DurationVar(&o.expiryCheckInterval, "expiry-check-interval", time.Second, "how often the leader checks TTLs")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -144,6 +149,11 @@ func run(args []string, stderr io.Writer) error {
 		return fmt.Errorf("--dns-addr: the DNS server is not part of this build yet; leave it empty")
 	}
 
+	sec, err := setupSecurity(o, log)
+	if err != nil {
+		return err
+	}
+
 	peers := o.peerList()
 	natsOn := o.natsAddr != bus.ClientAddrOff
 	if !natsOn && len(peers) > 1 {
@@ -162,12 +172,13 @@ func run(args []string, stderr io.Writer) error {
 		NATSAddr:            o.natsAddr,
 		NATSClusterAddr:     o.natsClusterAddr,
 		NATSLeafAddr:        o.natsLeafAddr,
+		PeerToken:           sec.peerToken,
 		Log:                 log,
 	})
 	if err != nil {
 		return err
 	}
-	opts := httpapi.Options{Log: log}
+	opts := httpapi.Options{Log: log, Auth: sec.auth}
 	local := httpapi.New(n, opts)
 	srv := httpapi.NewServer(httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts)), httpapi.ServerOptions{})
 	serveErr := make(chan error, 1)
@@ -178,6 +189,10 @@ func run(args []string, stderr io.Writer) error {
 	}
 	log.Info().Str("addr", n.Addr()).Str("advertise", n.Advertise()).Str("role", role).Str("nats", n.NATSURL()).
 		Str("data_dir", o.dataDir).Dur("instance_ttl", o.instanceTTL).Msg("discoverd started")
+
+	stopReload := make(chan struct{})
+	defer close(stopReload)
+	sec.reloadOnHUP(stopReload)
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rs/zerolog"
+
+	"github.com/discoverd/discoverd/auth"
+)
+
+// security is the daemon's tokens and certificates, reloaded on SIGHUP.
+type security struct {
+	auth *auth.Store
+	log  zerolog.Logger
+}
+
+// setupSecurity loads the auth file and checks the flags against each
+// other: secrets never cross a network in clear text, and a node open to the
+// network without tokens says so once at start.
+func setupSecurity(o *options, log zerolog.Logger) (*security, error) {
+	s := &security{log: log}
+	loopback := isLoopback(o.addr)
+	if o.authFile != "" {
+		if !loopback && !o.tlsOn() {
+			return nil, fmt.Errorf("--auth-file on --addr %s (not loopback) needs TLS: set --tls-cert and --tls-key, so that secrets never cross the network in clear text", o.addr)
+		}
+		store, err := auth.Open(o.authFile, log)
+		if err != nil {
+			return nil, fmt.Errorf("--auth-file: %w", err)
+		}
+		s.auth = store
+		log.Info().Str("auth_file", o.authFile).Int("tokens", len(store.Current().Tokens())).Msg("auth on")
+	} else if !loopback {
+		log.Warn().Str("addr", o.addr).Msg("no --auth-file on an address that is not loopback: anyone who can reach this node can change the registry")
+	}
+	return s, nil
+}
+
+// peerToken is the secret nodes present to each other when auth is on
+// without TLS (possible on loopback only): the auth file's first admin token.
+// With TLS, nodes are known by their certificates instead.
+func (s *security) peerToken() string {
+	if s.auth == nil {
+		return ""
+	}
+	if t := s.auth.Current().FirstAdmin(); t != nil {
+		return t.Secret
+	}
+	return ""
+}
+
+// reloadOnHUP reloads the auth file and the certificates on each SIGHUP
+// until stop is closed. A file that does not load is refused (and logged)
+// and what was in force stays.
+func (s *security) reloadOnHUP(stop <-chan struct{}) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-hup:
+				s.log.Info().Msg("SIGHUP: reloading")
+				s.reload()
+			}
+		}
+	}()
+}
+
+func (s *security) reload() {
+	if s.auth != nil {
+		_ = s.auth.Reload()
+	}
+}
+
+// isLoopback reports whether a listen address is on loopback only
+// ("localhost" or a loopback IP; an empty host listens everywhere).
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// tlsOn reports whether the node serves TLS.
+func (o *options) tlsOn() bool { return o.tlsCert != "" && o.tlsKey != "" }
