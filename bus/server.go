@@ -89,6 +89,9 @@ type ServerConfig struct {
 	// LeafRemotes are the host:port of voters' leafnode ports: this server is
 	// a proxy's, and connects to one of them as a leafnode.
 	LeafRemotes []string
+	// Auth, when set, makes every token a NATS user and requires a user on
+	// every client and leafnode connection (see natsUsers).
+	Auth *ServerAuth
 	// Trace turns on NATS protocol tracing (every protocol line, at zerolog
 	// trace level). It has effect only if Log passes the trace level.
 	Trace bool
@@ -255,10 +258,20 @@ func buildOptions(cfg *ServerConfig) (*server.Options, error) {
 		}
 		o.LeafNode.Host, o.LeafNode.Port = host, port
 	}
+	if cfg.Auth != nil {
+		users, err := natsUsers(cfg.Auth)
+		if err != nil {
+			return nil, err
+		}
+		o.Users = users
+	}
 	if len(cfg.LeafRemotes) > 0 {
 		urls, err := hostPortURLs("nats-leaf", cfg.LeafRemotes, "leafnode remote")
 		if err != nil {
 			return nil, err
+		}
+		if cfg.Auth != nil {
+			withNodeUser(urls, cfg.Auth.NodePassword)
 		}
 		// One remote with every voter's URL: the server connects to one of
 		// them (in random order) and fails over to another. A remote per
@@ -331,12 +344,17 @@ func normalizeRemotes(r []string) []string {
 // reconnect can only fail while it shuts down), so they may override them.
 // The caller closes the connection before Shutdown.
 func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
-	all := make([]nats.Option, 0, len(opts)+3)
+	all := make([]nats.Option, 0, len(opts)+4)
 	all = append(all,
 		nats.Name("discoverd "+s.name()),
 		nats.MaxReconnects(-1),
 		nats.InProcessServer(s.ns),
 	)
+	s.mu.Lock()
+	if a := s.cfg.Auth; a != nil {
+		all = append(all, nats.UserInfo(NodeUser, a.NodePassword))
+	}
+	s.mu.Unlock()
 	all = append(all, opts...)
 	// The URL is required by nats.go but unused with an in-process server.
 	nc, err := nats.Connect(s.ns.ClientURL(), all...)
@@ -458,6 +476,24 @@ func (s *Server) SetLeafRemotes(remotes []string) error {
 	}
 	next := s.cfg
 	next.LeafRemotes = remotes
+	if err := s.reload(&next); err != nil {
+		return err
+	}
+	s.cfg = next
+	return nil
+}
+
+// SetAuth replaces the NATS users (after the auth file was reloaded). The
+// server closes the connections of users it no longer has. Auth cannot be
+// turned on or off at runtime.
+func (s *Server) SetAuth(a *ServerAuth) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if (a == nil) != (s.cfg.Auth == nil) {
+		return errors.New("bus: NATS auth cannot be turned on or off while the server runs")
+	}
+	next := s.cfg
+	next.Auth = a
 	if err := s.reload(&next); err != nil {
 		return err
 	}

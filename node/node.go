@@ -51,6 +51,8 @@ type Config struct {
 	NATSClusterAddr string
 	// NATSLeafAddr is a voter's port for proxies' NATS leafnodes.
 	NATSLeafAddr string
+	// NATSAuth, when set, turns NATS auth on (tokens as NATS users).
+	NATSAuth *bus.ServerAuth
 
 	// PeerTLS, when set, is the TLS client side of mutual TLS between
 	// nodes (this node's certificate and the cluster's CA): writes forwarded
@@ -199,6 +201,7 @@ func (n *Node) startNATS() error {
 	cfg := bus.ServerConfig{
 		Name:       n.advertise,
 		ClientAddr: n.cfg.NATSAddr,
+		Auth:       n.cfg.NATSAuth,
 		Log:        n.log,
 	}
 	if cfg.ClientAddr == "" {
@@ -242,6 +245,14 @@ func (n *Node) publishEvent(ev *api.Event) {
 	if v := n.v.Load(); v != nil && v.isLeader() {
 		n.publisher.Publish(ev)
 	}
+}
+
+// SetNATSAuth replaces the NATS users after the auth file was reloaded.
+func (n *Node) SetNATSAuth(a *bus.ServerAuth) error {
+	if n.nats == nil {
+		return nil
+	}
+	return n.nats.SetAuth(a)
 }
 
 // NATSURL is the nats:// URL of the embedded server's client port, "" when

@@ -173,11 +173,13 @@ func run(args []string, stderr io.Writer) error {
 		NATSClusterAddr:     o.natsClusterAddr,
 		NATSLeafAddr:        o.natsLeafAddr,
 		PeerToken:           sec.peerToken,
+		NATSAuth:            sec.natsAuth(),
 		Log:                 log,
 	})
 	if err != nil {
 		return err
 	}
+	sec.watchNATS(n)
 	opts := httpapi.Options{Log: log, Auth: sec.auth}
 	local := httpapi.New(n, opts)
 	srv := httpapi.NewServer(httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts)), httpapi.ServerOptions{})

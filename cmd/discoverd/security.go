@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -10,12 +12,18 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/discoverd/discoverd/auth"
+	"github.com/discoverd/discoverd/bus"
+	"github.com/discoverd/discoverd/node"
 )
 
 // security is the daemon's tokens and certificates, reloaded on SIGHUP.
 type security struct {
 	auth *auth.Store
 	log  zerolog.Logger
+	// nodePassword is the NATS password of the nodes' own user, fixed at
+	// start so that every node of a cluster started from the same files
+	// agrees on it.
+	nodePassword string
 }
 
 // setupSecurity loads the auth file and checks the flags against each
@@ -33,6 +41,12 @@ func setupSecurity(o *options, log zerolog.Logger) (*security, error) {
 			return nil, fmt.Errorf("--auth-file: %w", err)
 		}
 		s.auth = store
+		s.nodePassword = s.peerToken()
+		if s.nodePassword == "" {
+			// No admin token: only this node's own connection logs in as a
+			// node (proxies' leafnodes need TLS or an admin token).
+			s.nodePassword = randomSecret()
+		}
 		log.Info().Str("auth_file", o.authFile).Int("tokens", len(store.Current().Tokens())).Msg("auth on")
 	} else if !loopback {
 		log.Warn().Str("addr", o.addr).Msg("no --auth-file on an address that is not loopback: anyone who can reach this node can change the registry")
@@ -51,6 +65,32 @@ func (s *security) peerToken() string {
 		return t.Secret
 	}
 	return ""
+}
+
+// natsAuth is the NATS side of the tokens in force, nil with auth off.
+func (s *security) natsAuth() *bus.ServerAuth {
+	if s.auth == nil {
+		return nil
+	}
+	return &bus.ServerAuth{Tokens: s.auth.Current().Tokens(), NodePassword: s.nodePassword}
+}
+
+// watchNATS keeps n's NATS users in step with the auth file.
+func (s *security) watchNATS(n *node.Node) {
+	if s.auth == nil {
+		return
+	}
+	s.auth.OnReload(func(*auth.Set) {
+		if err := n.SetNATSAuth(s.natsAuth()); err != nil {
+			s.log.Error().Err(err).Msg("NATS users not reloaded")
+		}
+	})
+}
+
+func randomSecret() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // reloadOnHUP reloads the auth file and the certificates on each SIGHUP
