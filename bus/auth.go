@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"crypto/tls"
 	"errors"
 	"net/url"
 	"strings"
@@ -85,4 +86,14 @@ func withNodeUser(urls []*url.URL, password string) {
 	for _, u := range urls {
 		u.User = url.UserPassword(NodeUser, password)
 	}
+}
+
+// ServerTLS is the TLS of the embedded server.
+type ServerTLS struct {
+	// Client is the server side of the client port.
+	Client *tls.Config
+	// Peer is mutual TLS for routes and leafnodes: it accepts only
+	// certificates from the cluster's CA and presents the node's own when
+	// it dials.
+	Peer *tls.Config
 }

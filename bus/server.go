@@ -58,6 +58,8 @@ const (
 	// connects.
 	leafSwitchTimeout = 2 * time.Second
 	leafSwitchSettle  = 250 * time.Millisecond
+	// tlsTimeout bounds a TLS handshake on any NATS port.
+	tlsTimeout = 5 * time.Second
 	// maxConns is far above the server's default of 64k: every service
 	// instance may hold a connection.
 	maxConns = 1 << 20
@@ -89,6 +91,9 @@ type ServerConfig struct {
 	// LeafRemotes are the host:port of voters' leafnode ports: this server is
 	// a proxy's, and connects to one of them as a leafnode.
 	LeafRemotes []string
+	// TLS, when set, puts TLS on the client port and mutual TLS on routes
+	// and leafnodes.
+	TLS *ServerTLS
 	// Auth, when set, makes every token a NATS user and requires a user on
 	// every client and leafnode connection (see natsUsers).
 	Auth *ServerAuth
@@ -258,6 +263,16 @@ func buildOptions(cfg *ServerConfig) (*server.Options, error) {
 		}
 		o.LeafNode.Host, o.LeafNode.Port = host, port
 	}
+	if t := cfg.TLS; t != nil {
+		o.TLSConfig = t.Client
+		o.TLSTimeout = tlsTimeout.Seconds()
+		if cfg.ClusterAddr != "" {
+			o.Cluster.TLSConfig = t.Peer
+			o.Cluster.TLSTimeout = tlsTimeout.Seconds()
+		}
+		o.LeafNode.TLSConfig = t.Peer
+		o.LeafNode.TLSTimeout = tlsTimeout.Seconds()
+	}
 	if cfg.Auth != nil {
 		users, err := natsUsers(cfg.Auth)
 		if err != nil {
@@ -276,10 +291,16 @@ func buildOptions(cfg *ServerConfig) (*server.Options, error) {
 		// One remote with every voter's URL: the server connects to one of
 		// them (in random order) and fails over to another. A remote per
 		// voter would connect to all of them and deliver duplicates.
-		o.LeafNode.Remotes = []*server.RemoteLeafOpts{{
+		remote := &server.RemoteLeafOpts{
 			URLs:        urls,
 			Compression: server.CompressionOpts{Mode: server.CompressionOff},
-		}}
+		}
+		if cfg.TLS != nil {
+			remote.TLS = true
+			remote.TLSConfig = cfg.TLS.Peer
+			remote.TLSTimeout = tlsTimeout.Seconds()
+		}
+		o.LeafNode.Remotes = []*server.RemoteLeafOpts{remote}
 	}
 	return o, nil
 }
@@ -356,8 +377,10 @@ func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	}
 	s.mu.Unlock()
 	all = append(all, opts...)
-	// The URL is required by nats.go but unused with an in-process server.
-	nc, err := nats.Connect(s.ns.ClientURL(), all...)
+	// The URL is required by nats.go but unused with an in-process server,
+	// except for its scheme: nats://, as the in-process pipe needs no TLS
+	// (the server's own URL is tls:// when its port speaks TLS).
+	nc, err := nats.Connect("nats://127.0.0.1:4222", all...)
 	if err != nil {
 		return nil, fmt.Errorf("bus: in-process connection: %w", err)
 	}

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +35,10 @@ type Options struct {
 	KeepAlive time.Duration
 	// Auth holds the tokens; nil serves every route to anyone. See guard.go.
 	Auth *auth.Store
+	// PeerTLS, when set, is how a proxy reaches voters: HTTPS with this
+	// node's certificate (the voter still judges each request by its
+	// caller's token).
+	PeerTLS *tls.Config
 }
 
 type handler struct {

@@ -36,7 +36,9 @@ type proxy struct {
 	sticky    atomic.Pointer[string]
 	local     http.Handler
 	transport *http.Transport
-	log       zerolog.Logger
+	// scheme is https when the node reaches voters over mutual TLS.
+	scheme string
+	log    zerolog.Logger
 }
 
 // NewProxy returns the handler of a proxy node: every request is served by
@@ -45,10 +47,11 @@ type proxy struct {
 // cannot be reached, or answers 503, the next one is tried. The proxy's own
 // liveness, status, metrics and promote/demote routes go to local.
 func NewProxy(voters func() []string, local http.Handler, opts Options) http.Handler {
-	return &proxy{
+	p := &proxy{
 		voters: voters,
 		local:  local,
 		log:    opts.Log,
+		scheme: "http://",
 		transport: &http.Transport{
 			DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			MaxIdleConnsPerHost:   256,
@@ -56,6 +59,11 @@ func NewProxy(voters func() []string, local http.Handler, opts Options) http.Han
 			ResponseHeaderTimeout: 30 * time.Second,
 		},
 	}
+	if opts.PeerTLS != nil {
+		p.transport.TLSClientConfig = opts.PeerTLS.Clone()
+		p.scheme = "https://"
+	}
+	return p
 }
 
 // ByRole serves each request with voter while isProxy reports false, and
@@ -103,7 +111,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var lastErr error
 	for i, addr := range voters {
-		out, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+addr+r.URL.RequestURI(), bytes.NewReader(body))
+		out, err := http.NewRequestWithContext(r.Context(), r.Method, p.scheme+addr+r.URL.RequestURI(), bytes.NewReader(body))
 		if err != nil {
 			lastErr = err
 			continue

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -27,6 +28,8 @@ type Cluster struct {
 	TTL    time.Duration
 	Expiry time.Duration
 	mu     sync.Mutex
+	// sec, when set, runs every node with TLS and auth (WithSecurity).
+	sec *Security
 }
 
 // Node is one member of a Cluster.
@@ -57,7 +60,7 @@ func WithTTL(ttl, check time.Duration) Option {
 func NewCluster(t testing.TB, voters, proxies int, opts ...Option) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, TTL: time.Second, Expiry: 100 * time.Millisecond}
-	for _, o := range opts {
+	for _, o := range append(slices.Clone(defaultOptions), opts...) {
 		o(c)
 	}
 	dir := t.TempDir()
@@ -91,6 +94,9 @@ func NewCluster(t testing.TB, voters, proxies int, opts ...Option) *Cluster {
 	}
 	for _, nd := range c.Nodes {
 		nd.cfg.Peers = c.Peers
+		if c.sec != nil {
+			c.sec.apply(&nd.cfg)
+		}
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, total)
@@ -119,6 +125,9 @@ func (nd *Node) start() error {
 		return fmt.Errorf("starting node %d (%s): %w", nd.Index, nd.Addr, err)
 	}
 	opts := httpapi.Options{KeepAlive: time.Second}
+	if s := nd.c.sec; s != nil {
+		opts.Auth, opts.PeerTLS = s.Auth, nd.cfg.PeerTLS
+	}
 	local := httpapi.New(n, opts)
 	nd.n = n
 	nd.srv = httpapi.NewServer(httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts)), httpapi.ServerOptions{})
@@ -137,7 +146,12 @@ func (nd *Node) stop() {
 }
 
 // URL is the node's HTTP base URL.
-func (nd *Node) URL() string { return "http://" + nd.Addr }
+func (nd *Node) URL() string {
+	if nd.c.sec != nil {
+		return "https://" + nd.Addr
+	}
+	return "http://" + nd.Addr
+}
 
 // Node returns the running node (nil while it is killed).
 func (nd *Node) Node() *node.Node {

@@ -15,6 +15,26 @@ import (
 
 var httpc = &http.Client{Timeout: 10 * time.Second}
 
+// suiteClient and suiteToken, while set, make every helper request go over
+// HTTPS with a bearer token (the cluster suite over mutual TLS).
+var (
+	suiteClient *http.Client
+	suiteToken  string
+)
+
+func helperClient() *http.Client {
+	if suiteClient != nil {
+		return suiteClient
+	}
+	return httpc
+}
+
+func authorize(req *http.Request) {
+	if suiteToken != "" {
+		req.Header.Set("Authorization", "Bearer "+suiteToken)
+	}
+}
+
 // do sends a request and returns the status and body.
 func do(t testing.TB, method, url string, body any) (int, []byte) {
 	t.Helper()
@@ -30,7 +50,8 @@ func do(t testing.TB, method, url string, body any) (int, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := httpc.Do(req)
+	authorize(req)
+	resp, err := helperClient().Do(req)
 	if err != nil {
 		return 0, []byte(err.Error())
 	}
@@ -90,7 +111,12 @@ func openSSE(t testing.TB, url string) *sse {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
 	req.Header.Set("Accept", "text/event-stream")
-	resp, err := (&http.Client{}).Do(req)
+	authorize(req)
+	sc := &http.Client{}
+	if suiteClient != nil {
+		sc.Transport = suiteClient.Transport
+	}
+	resp, err := sc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,9 @@ package node
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -15,6 +17,11 @@ import (
 // method name and TLS with 0x16, so one byte tells the protocols apart and a
 // node needs one port for both, as in the original discoverd.
 const raftConnByte = 0xd1
+
+// RaftALPN is the ALPN protocol of Raft connections when the port speaks
+// TLS: after the handshake it tells Raft from HTTP, whose protocols are h2
+// and http/1.1.
+const RaftALPN = "discoverd-raft"
 
 // firstByteTimeout bounds how long an accepted connection may stay silent
 // before it is dropped, so idle connections cannot pile up unclassified.
@@ -30,11 +37,16 @@ type portMux struct {
 	// node is a proxy (Raft connections are then refused).
 	raft      atomic.Pointer[chanListener]
 	closeOnce sync.Once
+	// tls, when set, makes the port TLS only: Raft is told from HTTP by
+	// ALPN, and a Raft connection must present a certificate verified
+	// against the cluster's CA.
+	tls *tls.Config
 }
 
-func newPortMux(ln net.Listener, advertise net.Addr) *portMux {
+func newPortMux(ln net.Listener, advertise net.Addr, tlsConfig *tls.Config) *portMux {
 	m := &portMux{
 		ln:        ln,
+		tls:       tlsConfig,
 		advertise: advertise,
 		http:      newChanListener(ln.Addr()),
 	}
@@ -66,6 +78,10 @@ func (m *portMux) route(conn net.Conn) {
 		conn.Close()
 		return
 	}
+	if m.tls != nil {
+		m.routeTLS(&peekedConn{Conn: conn, r: br}, b[0])
+		return
+	}
 	if b[0] == raftConnByte {
 		br.Discard(1)
 		if l := m.raft.Load(); l != nil {
@@ -76,6 +92,36 @@ func (m *portMux) route(conn net.Conn) {
 		return
 	}
 	m.http.deliver(&peekedConn{Conn: conn, r: br})
+}
+
+// tlsHandshakeByte opens every TLS connection (a handshake record).
+const tlsHandshakeByte = 0x16
+
+// routeTLS completes the handshake, then hands the connection to Raft (ALPN
+// RaftALPN, from a verified node) or to HTTP. Anything but TLS is closed.
+func (m *portMux) routeTLS(conn net.Conn, first byte) {
+	if first != tlsHandshakeByte {
+		conn.Close()
+		return
+	}
+	tc := tls.Server(conn, m.tls)
+	tc.SetDeadline(time.Now().Add(firstByteTimeout))
+	if err := tc.Handshake(); err != nil {
+		tc.Close()
+		return
+	}
+	tc.SetDeadline(time.Time{})
+	st := tc.ConnectionState()
+	if st.NegotiatedProtocol == RaftALPN {
+		l := m.raft.Load()
+		if l == nil || len(st.VerifiedChains) == 0 {
+			tc.Close()
+			return
+		}
+		l.deliver(tc)
+		return
+	}
+	m.http.deliver(tc)
 }
 
 func (m *portMux) close() {
@@ -143,9 +189,22 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 // raftStream is the raft.StreamLayer over the shared port.
 type raftStream struct {
 	*chanListener
+	// tls, when set, dials Raft over mutual TLS (ALPN RaftALPN).
+	tls *tls.Config
 }
 
 func (s raftStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if s.tls != nil {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", string(address), s.tls)
+		if err != nil {
+			return nil, err
+		}
+		if conn.ConnectionState().NegotiatedProtocol != RaftALPN {
+			conn.Close()
+			return nil, fmt.Errorf("%s does not speak Raft over TLS", address)
+		}
+		return conn, nil
+	}
 	conn, err := net.DialTimeout("tcp", string(address), timeout)
 	if err != nil {
 		return nil, err

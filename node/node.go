@@ -53,12 +53,19 @@ type Config struct {
 	NATSLeafAddr string
 	// NATSAuth, when set, turns NATS auth on (tokens as NATS users).
 	NATSAuth *bus.ServerAuth
+	// NATSTLS, when set, puts TLS on the NATS client port and mutual TLS on
+	// routes and leafnodes.
+	NATSTLS *bus.ServerTLS
 
 	// PeerTLS, when set, is the TLS client side of mutual TLS between
 	// nodes (this node's certificate and the cluster's CA): writes forwarded
 	// to the leader and membership calls go over HTTPS with it, and Raft
 	// connections are dialed with it.
 	PeerTLS *tls.Config
+	// TLS, when set, makes Addr TLS only (HTTPS, and Raft over mutual TLS
+	// told apart by ALPN). Its NextProtos must offer RaftALPN, and it must
+	// verify client certificates against the CA when given.
+	TLS *tls.Config
 	// PeerToken, when set, gives the bearer secret this node presents to
 	// the others, for a cluster with auth and no TLS (loopback only).
 	PeerToken func() string
@@ -106,6 +113,8 @@ type Node struct {
 	hub        *hub
 	heartbeats *heartbeatTable
 	fwd        *forwarder
+	// raftTLS dials other voters' Raft over mutual TLS, nil without TLS.
+	raftTLS *tls.Config
 
 	nats      *bus.Server
 	nc        *nats.Conn
@@ -167,7 +176,11 @@ func New(cfg Config) (*Node, error) {
 		closing:    make(chan struct{}),
 	}
 	n.metrics = newMetrics(n)
-	n.mux = newPortMux(ln, advertisedAddr(advertise))
+	if cfg.PeerTLS != nil {
+		n.raftTLS = cfg.PeerTLS.Clone()
+		n.raftTLS.NextProtos = []string{RaftALPN}
+	}
+	n.mux = newPortMux(ln, advertisedAddr(advertise), cfg.TLS)
 	if cfg.NATS {
 		if err := n.startNATS(); err != nil {
 			n.mux.close()
@@ -202,6 +215,7 @@ func (n *Node) startNATS() error {
 		Name:       n.advertise,
 		ClientAddr: n.cfg.NATSAddr,
 		Auth:       n.cfg.NATSAuth,
+		TLS:        n.cfg.NATSTLS,
 		Log:        n.log,
 	}
 	if cfg.ClientAddr == "" {

@@ -122,7 +122,7 @@ func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 	}
 	v.stream = n.mux.newRaftListener()
 	v.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  raftStream{v.stream},
+		Stream:  raftStream{chanListener: v.stream, tls: n.raftTLS},
 		MaxPool: 4,
 		Timeout: 5 * time.Second,
 		Logger:  rc.Logger,

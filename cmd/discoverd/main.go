@@ -65,6 +65,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.natsLeafAddr, "nats-leaf-addr", "", "voters: port on which proxies' NATS servers connect as leafnodes")
 	fs.StringVar(&o.dnsAddr, "dns-addr", "", "DNS server, UDP and TCP (empty: off)")
 	fs.StringVar(&o.authFile, "auth-file", "", "JSON file of tokens and roles (empty: no auth); reloaded on SIGHUP")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate of this node: HTTPS on --addr, TLS on NATS (empty: no TLS); reloaded on SIGHUP")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM key of --tls-cert")
+	fs.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA that every node's certificate comes from (mutual TLS between nodes)")
 	fs.DurationVar(&o.instanceTTL, "instance-ttl", 10*time.Second, "heartbeat TTL")
 	fs.DurationVar(&o.expiryCheckInterval, "expiry-check-interval", time.Second, "how often the leader checks TTLs")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -161,7 +164,7 @@ func run(args []string, stderr io.Writer) error {
 		// running without a client port.
 		natsOn = true
 	}
-	n, err := node.New(node.Config{
+	cfg := node.Config{
 		DataDir:             o.dataDir,
 		Addr:                o.addr,
 		Advertise:           o.advertise,
@@ -175,12 +178,14 @@ func run(args []string, stderr io.Writer) error {
 		PeerToken:           sec.peerToken,
 		NATSAuth:            sec.natsAuth(),
 		Log:                 log,
-	})
+	}
+	opts := httpapi.Options{Log: log, Auth: sec.auth}
+	sec.nodeTLS(&cfg, &opts)
+	n, err := node.New(cfg)
 	if err != nil {
 		return err
 	}
 	sec.watchNATS(n)
-	opts := httpapi.Options{Log: log, Auth: sec.auth}
 	local := httpapi.New(n, opts)
 	srv := httpapi.NewServer(httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts)), httpapi.ServerOptions{})
 	serveErr := make(chan error, 1)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -13,13 +14,17 @@ import (
 
 	"github.com/discoverd/discoverd/auth"
 	"github.com/discoverd/discoverd/bus"
+	"github.com/discoverd/discoverd/httpapi"
 	"github.com/discoverd/discoverd/node"
+	"github.com/discoverd/discoverd/pki"
 )
 
 // security is the daemon's tokens and certificates, reloaded on SIGHUP.
 type security struct {
 	auth *auth.Store
-	log  zerolog.Logger
+	// tls holds the node's certificate and CA, nil with TLS off.
+	tls *pki.Reloader
+	log zerolog.Logger
 	// nodePassword is the NATS password of the nodes' own user, fixed at
 	// start so that every node of a cluster started from the same files
 	// agrees on it.
@@ -32,6 +37,17 @@ type security struct {
 func setupSecurity(o *options, log zerolog.Logger) (*security, error) {
 	s := &security{log: log}
 	loopback := isLoopback(o.addr)
+	if o.tlsCert != "" || o.tlsKey != "" || o.tlsCA != "" {
+		if o.tlsCert == "" || o.tlsKey == "" || o.tlsCA == "" {
+			return nil, fmt.Errorf("TLS needs all of --tls-cert, --tls-key and --tls-ca (the CA that every node's certificate comes from)")
+		}
+		rel, err := pki.Load(pki.Files{Cert: o.tlsCert, Key: o.tlsKey, CA: o.tlsCA})
+		if err != nil {
+			return nil, err
+		}
+		s.tls = rel
+		log.Info().Str("cert", o.tlsCert).Str("ca", o.tlsCA).Msg("TLS on: HTTPS and NATS over TLS, mutual TLS between nodes")
+	}
 	if o.authFile != "" {
 		if !loopback && !o.tlsOn() {
 			return nil, fmt.Errorf("--auth-file on --addr %s (not loopback) needs TLS: set --tls-cert and --tls-key, so that secrets never cross the network in clear text", o.addr)
@@ -42,6 +58,13 @@ func setupSecurity(o *options, log zerolog.Logger) (*security, error) {
 		}
 		s.auth = store
 		s.nodePassword = s.peerToken()
+		if s.tls != nil {
+			// Routes and leafnodes need a certificate from the CA: the
+			// password only has to be the same on every node of the cluster.
+			ca, _ := os.ReadFile(o.tlsCA)
+			sum := sha256.Sum256(ca)
+			s.nodePassword = "ca-" + hex.EncodeToString(sum[:])
+		}
 		if s.nodePassword == "" {
 			// No admin token: only this node's own connection logs in as a
 			// node (proxies' leafnodes need TLS or an admin token).
@@ -58,7 +81,7 @@ func setupSecurity(o *options, log zerolog.Logger) (*security, error) {
 // without TLS (possible on loopback only): the auth file's first admin token.
 // With TLS, nodes are known by their certificates instead.
 func (s *security) peerToken() string {
-	if s.auth == nil {
+	if s.auth == nil || s.tls != nil {
 		return ""
 	}
 	if t := s.auth.Current().FirstAdmin(); t != nil {
@@ -114,9 +137,27 @@ func (s *security) reloadOnHUP(stop <-chan struct{}) {
 }
 
 func (s *security) reload() {
+	if s.tls != nil {
+		if err := s.tls.Reload(); err != nil {
+			s.log.Error().Err(err).Msg("certificates refused; the ones in force are kept")
+		} else {
+			s.log.Info().Msg("certificates reloaded")
+		}
+	}
 	if s.auth != nil {
 		_ = s.auth.Reload()
 	}
+}
+
+// nodeTLS fills the TLS fields of a node's config and of its HTTP API.
+func (s *security) nodeTLS(cfg *node.Config, opts *httpapi.Options) {
+	if s.tls == nil {
+		return
+	}
+	cfg.TLS = s.tls.ServerConfig([]string{"h2", "http/1.1", node.RaftALPN})
+	cfg.PeerTLS = s.tls.ClientConfig(nil)
+	cfg.NATSTLS = &bus.ServerTLS{Client: s.tls.StaticServerConfig(false), Peer: s.tls.StaticServerConfig(true)}
+	opts.PeerTLS = cfg.PeerTLS
 }
 
 // isLoopback reports whether a listen address is on loopback only
