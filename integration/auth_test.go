@@ -165,6 +165,42 @@ func TestNATSAuth(t *testing.T) {
 		wantViolation(t, errs, bus.EventSubject("web", api.EventUp))
 	})
 
+	t.Run("the secret alone logs in as a NATS token", func(t *testing.T) {
+		nc, err := nats.Connect(url, nats.Token("secret-read"), nats.MaxReconnects(0))
+		if err != nil {
+			t.Fatalf("token login: %v", err)
+		}
+		nc.Close()
+	})
+
+	t.Run("a reload closes the connections of removed tokens", func(t *testing.T) {
+		nc, _ := natsUser(t, url, "dash", "secret-read")
+		closed := make(chan struct{})
+		nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+		set, err := auth.Parse([]byte(strings.Replace(natsAuthFile, `,
+  {"name": "dash", "secret": "secret-read",  "role": "read"}`, "", 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.SetNATSAuth(&bus.ServerAuth{Tokens: set.Tokens(), NodePassword: "node-password"}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the removed token's NATS connection is still open")
+		}
+		if nc, err := nats.Connect(url, nats.UserInfo("dash", "secret-read"), nats.MaxReconnects(0)); err == nil {
+			nc.Close()
+			t.Fatal("a removed token logged in")
+		}
+		kept, err := nats.Connect(url, nats.UserInfo("web", "secret-web"), nats.MaxReconnects(0))
+		if err != nil {
+			t.Fatalf("a kept token: %v", err)
+		}
+		kept.Close()
+	})
+
 	t.Run("an admin may not publish events either", func(t *testing.T) {
 		nc, errs := natsUser(t, url, "ops", "secret-admin")
 		nc.Publish(bus.EventSubject("web", api.EventDown), []byte(`{}`))
