@@ -103,6 +103,7 @@ type Client struct {
 	consistent   bool
 
 	nats natsConfig
+	sec  security
 
 	natsMu   sync.Mutex
 	nc       *nats.Conn
@@ -123,16 +124,18 @@ func NewWithOptions(servers []string, opts ...Option) *Client {
 		servers = strings.Split(os.Getenv(ServersEnv), ",")
 	}
 	c := &Client{ttl: DefaultTTL, retryTimeout: DefaultRetryTimeout}
+	c.securityFromEnv()
+	for _, o := range opts {
+		o(c)
+	}
+	c.setupTLS()
 	for _, s := range servers {
 		if s = strings.TrimSpace(s); s != "" {
-			c.servers = append(c.servers, NormalizeServer(s))
+			c.servers = append(c.servers, c.normalizeServer(s))
 		}
 	}
 	if len(c.servers) == 0 {
-		c.servers = []string{DefaultServer}
-	}
-	for _, o := range opts {
-		o(c)
+		c.servers = []string{c.normalizeServer(DefaultServer)}
 	}
 	if c.hc == nil {
 		c.transport = &http.Transport{
@@ -146,6 +149,7 @@ func NewWithOptions(servers []string, opts ...Option) *Client {
 			IdleConnTimeout:       90 * time.Second,
 			ResponseHeaderTimeout: 30 * time.Second,
 			ExpectContinueTimeout: time.Second,
+			TLSClientConfig:       c.sec.tls,
 		}
 		c.hc = &http.Client{Transport: c.transport}
 	}
@@ -348,6 +352,9 @@ func (c *Client) newHTTPRequest(ctx context.Context, server string, r *request) 
 		accept = "application/json"
 	}
 	req.Header.Set("Accept", accept)
+	if c.sec.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.sec.token)
+	}
 	if r.lastEventID != "" {
 		req.Header.Set(api.LastEventIDHeader, r.lastEventID)
 	}
@@ -360,6 +367,9 @@ func (c *Client) newHTTPRequest(ctx context.Context, server string, r *request) 
 // errors. index is the answer's Discoverd-Index, failed or not. On success
 // the caller must close the body.
 func (c *Client) roundTrip(ctx context.Context, server string, r *request) (resp *http.Response, index uint64, err error) {
+	if c.sec.err != nil {
+		return nil, 0, c.sec.err
+	}
 	req, err := c.newHTTPRequest(ctx, server, r)
 	if err != nil {
 		return nil, 0, err
@@ -368,6 +378,9 @@ func (c *Client) roundTrip(ctx context.Context, server string, r *request) (resp
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, 0, ctx.Err()
+		}
+		if e := tlsError(server, err); e != nil {
+			return nil, 0, e
 		}
 		return nil, 0, &api.Error{
 			Code:    api.CodeUnavailable,

@@ -148,7 +148,15 @@ func (c *Client) register(ctx context.Context, service string, in *api.Instance,
 		done:    make(chan struct{}),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
-	if err := h.send(ctx, in, retryOpts{}, true); err != nil {
+	first := h.send
+	if c.sec.token != "" {
+		// With a token, register over HTTP: a token that may not write this
+		// service gets its 403 at once, where NATS only reports a
+		// permissions violation apart from the request, which then waits
+		// out its timeout.
+		first = func(ctx context.Context, in *api.Instance, o retryOpts, _ bool) error { return h.sendHTTP(ctx, in, o) }
+	}
+	if err := first(ctx, in, retryOpts{}, true); err != nil {
 		h.cancel()
 		return nil, err
 	}

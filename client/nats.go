@@ -150,6 +150,12 @@ func (c *Client) natsConn() *nats.Conn {
 			// Slow consumers are seen through Subscription.Dropped.
 		}),
 	}
+	if c.sec.tls != nil {
+		opts = append(opts, nats.Secure(c.sec.tls.Clone()))
+	}
+	if c.sec.token != "" {
+		opts = append(opts, nats.Token(c.sec.token))
+	}
 	opts = append(opts, c.nats.opts...)
 	nc, err := nats.Connect(strings.Join(c.natsURLs(), ","), opts...)
 	if err != nil {

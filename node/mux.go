@@ -97,10 +97,15 @@ func (m *portMux) route(conn net.Conn) {
 // tlsHandshakeByte opens every TLS connection (a handshake record).
 const tlsHandshakeByte = 0x16
 
+var plainOnTLSAnswer = []byte("HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nThis port speaks TLS only: use https://\n")
+
 // routeTLS completes the handshake, then hands the connection to Raft (ALPN
 // RaftALPN, from a verified node) or to HTTP. Anything but TLS is closed.
 func (m *portMux) routeTLS(conn net.Conn, first byte) {
 	if first != tlsHandshakeByte {
+		// Most likely plain HTTP: say what is wrong, as net/http does.
+		conn.SetWriteDeadline(time.Now().Add(firstByteTimeout))
+		conn.Write(plainOnTLSAnswer)
 		conn.Close()
 		return
 	}

@@ -2,14 +2,18 @@ package testnode
 
 import (
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/discoverd/discoverd/auth"
+	"github.com/discoverd/discoverd/bus"
 	"github.com/discoverd/discoverd/httpapi"
 	"github.com/discoverd/discoverd/node"
+	"github.com/discoverd/discoverd/pki"
 )
 
 // Options says how to run a Server.
@@ -19,7 +23,22 @@ type Options struct {
 	// NATS runs the node's embedded NATS server on a free loopback port,
 	// kept across restarts so that NATS clients can reconnect to it.
 	NATS bool
+	// Secure runs the node with TLS on every port and the tokens of
+	// AuthFile (see CAFile, AdminSecret, ServiceSecret, ReadSecret).
+	Secure bool
 }
+
+// Tokens of a Secure server.
+const (
+	AdminSecret   = "secret-admin"
+	ServiceSecret = "secret-web" // a service token for "web" and "web-*"
+	ReadSecret    = "secret-read"
+	AuthFile      = `{"tokens": [
+  {"name": "ops",  "secret": "` + AdminSecret + `", "role": "admin"},
+  {"name": "web",  "secret": "` + ServiceSecret + `", "role": "service", "services": ["web", "web-*"]},
+  {"name": "dash", "secret": "` + ReadSecret + `", "role": "read"}
+]}`
+)
 
 // Server is a single-node discoverd in process: a node and its HTTP API.
 // Its methods are for the goroutine of the test that started it.
@@ -28,6 +47,10 @@ type Server struct {
 	cfg node.Config
 	n   *node.Node
 	srv *http.Server
+	// caFile and store are a Secure server's CA and tokens.
+	caFile string
+	store  *auth.Store
+	opts   httpapi.Options
 	// applied is the node's applied index when it was last stopped: a
 	// restarted node serves only once it has applied that much again.
 	applied uint64
@@ -53,6 +76,9 @@ func Start(tb testing.TB, o Options) *Server {
 	if o.NATS {
 		s.cfg.NATS = true
 		s.cfg.NATSAddr = "127.0.0.1:-1"
+	}
+	if o.Secure {
+		s.secure()
 	}
 	s.StartNode()
 	s.Serve()
@@ -87,7 +113,7 @@ func (s *Server) StartNode() {
 
 // Serve starts answering HTTP.
 func (s *Server) Serve() {
-	s.srv = httpapi.NewServer(httpapi.New(s.n, httpapi.Options{}), httpapi.ServerOptions{})
+	s.srv = httpapi.NewServer(httpapi.New(s.n, s.opts), httpapi.ServerOptions{})
 	go s.srv.Serve(s.n.HTTPListener())
 }
 
@@ -129,7 +155,46 @@ func (s *Server) Node() *node.Node { return s.n }
 func (s *Server) Addr() string { return s.cfg.Addr }
 
 // URL is the HTTP base URL.
-func (s *Server) URL() string { return "http://" + s.cfg.Addr }
+func (s *Server) URL() string {
+	if s.caFile != "" {
+		return "https://" + s.cfg.Addr
+	}
+	return "http://" + s.cfg.Addr
+}
+
+// CAFile is a Secure server's CA (PEM), empty otherwise.
+func (s *Server) CAFile() string { return s.caFile }
+
+// Auth is a Secure server's tokens, nil otherwise.
+func (s *Server) Auth() *auth.Store { return s.store }
+
+// secure makes a CA, a certificate for 127.0.0.1 and the tokens of
+// AuthFile, and sets the node's TLS and auth as cmd/discoverd does.
+func (s *Server) secure() {
+	dir := s.tb.TempDir()
+	if _, _, err := pki.CreateCA(dir); err != nil {
+		s.tb.Fatal(err)
+	}
+	cert, key, err := pki.CreateCert(dir, "node", []string{"127.0.0.1"})
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	s.caFile = filepath.Join(dir, pki.CAFile)
+	rel, err := pki.Load(pki.Files{Cert: cert, Key: key, CA: s.caFile})
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	set, err := auth.Parse([]byte(AuthFile))
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	s.store = auth.NewStore(set, zerolog.Nop())
+	s.cfg.TLS = rel.ServerConfig([]string{"h2", "http/1.1", node.RaftALPN})
+	s.cfg.PeerTLS = rel.ClientConfig(nil)
+	s.cfg.NATSTLS = &bus.ServerTLS{Client: rel.StaticServerConfig(false), Peer: rel.StaticServerConfig(true)}
+	s.cfg.NATSAuth = &bus.ServerAuth{Tokens: set.Tokens(), NodePassword: "test-node-password"}
+	s.opts = httpapi.Options{Auth: s.store, PeerTLS: s.cfg.PeerTLS}
+}
 
 // NATSURL is the NATS client URL, empty without NATS.
 func (s *Server) NATSURL() string {
