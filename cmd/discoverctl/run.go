@@ -35,12 +35,19 @@ Commands:
                             over whatever is there
   peers                     list the Raft voters
   status                    show the server's status
+  tls ca create             write a new CA: discoverd-ca.pem, discoverd-ca-key.pem
+                            (--dir D, default .)
+  tls cert create           write NAME.pem and NAME-key.pem signed by the CA in
+                            --dir, for servers and clients (--name N --hosts h1,h2)
 
 Flags (anywhere on the line; -- ends them):
   --server ADDR[,ADDR...]   discoverd server(s) (default: $DISCOVERD, else 127.0.0.1:1111)
   --json                    print JSON instead of tables
   --timeout D               how long a command may take (default 5s; not the
                             lifetime of register and watch)
+  --token SECRET            the token to send (default: $DISCOVERD_TOKEN)
+  --ca FILE                 the cluster's CA: speak HTTPS and NATS over TLS
+                            (default: $DISCOVERD_CA)
 `
 
 // exitUsage is the exit code of a usage error.
@@ -60,12 +67,16 @@ type globals struct {
 	server  string
 	json    bool
 	timeout time.Duration
+	token   string
+	ca      string
 }
 
 func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.server, "server", g.server, "discoverd server(s), comma-separated")
 	fs.BoolVar(&g.json, "json", g.json, "print JSON")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "how long a command may take")
+	fs.StringVar(&g.token, "token", g.token, "the token to send")
+	fs.StringVar(&g.ca, "ca", g.ca, "the cluster's CA (PEM)")
 }
 
 // env is one invocation: its flags, output and client.
@@ -130,6 +141,12 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if name == "help" {
 		return flag.ErrHelp
 	}
+	if name == "tls" {
+		if len(rest) < 2 {
+			return usagef("tls needs a subcommand: ca create or cert create")
+		}
+		name, rest = "tls "+rest[0]+" "+rest[1], rest[2:]
+	}
 	if name == "meta" {
 		if len(rest) == 0 {
 			return usagef("meta needs a subcommand: get or set")
@@ -157,7 +174,14 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if g.server != "" {
 		servers = strings.Split(g.server, ",")
 	}
-	c := client.NewWithOptions(servers, client.WithRetryTimeout(g.timeout))
+	opts := []client.Option{client.WithRetryTimeout(g.timeout)}
+	if g.token != "" {
+		opts = append(opts, client.WithToken(g.token))
+	}
+	if g.ca != "" {
+		opts = append(opts, client.WithCAFile(g.ca))
+	}
+	c := client.NewWithOptions(servers, opts...)
 	defer c.Close()
 	e := &env{globals: g, ctx: ctx, stdout: stdout, stderr: stderr, c: c}
 	if !cmd.long {
