@@ -12,6 +12,7 @@ help:
 	@echo "make test-short   run the tests without the race detector"
 	@echo "make vet          gofmt and go vet"
 	@echo "make cluster-up   build the static binary and the image, start 3 voters + 2 proxies (docker-compose)"
+	@echo "make cluster-up-secure  the same cluster with TLS, mutual TLS between nodes and tokens"
 	@echo "make cluster-down remove the compose cluster's containers, networks and volumes"
 	@echo "make test-cluster run the fault scenarios against a compose cluster (needs Docker)"
 
@@ -41,7 +42,7 @@ bench:
 	GO=$(GO) ./scripts/bench.sh
 
 # --- docker-compose cluster and fault tests (see README "A cluster with docker-compose") ---
-.PHONY: image cluster-up cluster-down test-cluster
+.PHONY: image cluster-up cluster-up-secure cluster-down test-cluster
 # The Docker engine cannot pull images: the image is FROM scratch with the
 # static binaries built here (CGO_ENABLED=0) into bin/docker/.
 image:
@@ -51,6 +52,12 @@ image:
 # node is healthy and knows the Raft leader. Ports: see docker-compose.yml.
 cluster-up:
 	GO=$(GO) ./scripts/cluster.sh up
+
+# The same cluster with TLS on every port, mutual TLS between nodes and
+# tokens (docker-compose.secure.yml); the CA, certificates and auth.json are
+# made once in secure-cluster/ (git-ignored). See README "Securing a cluster".
+cluster-up-secure:
+	GO=$(GO) ./scripts/cluster.sh up-secure
 
 cluster-down:
 	./scripts/cluster.sh down

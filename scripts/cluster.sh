@@ -3,6 +3,8 @@
 #
 #   scripts/cluster.sh image   build bin/docker/{discoverd,healthcheck} (static) and the image
 #   scripts/cluster.sh up      image, then start the cluster and wait until every node serves
+#   scripts/cluster.sh up-secure  the same with TLS and tokens (docker-compose.secure.yml),
+#                              making secure-cluster/ (CA, certificates, auth.json) once
 #   scripts/cluster.sh wait    wait until every node is healthy and knows the Raft leader
 #   scripts/cluster.sh down    remove the containers, networks and data volumes
 #   scripts/cluster.sh test    run the fault scenarios (go test -tags compose ./integration)
@@ -101,7 +103,46 @@ wait_ready() {
   done
 }
 
+# secure_files makes secure-cluster/ once: a CA, a certificate per node (its
+# name on the cluster network, localhost, 127.0.0.1), client.pem for tools,
+# and auth.json with random secrets. An existing folder is kept as it is.
+SECURE_DIR=secure-cluster
+secure_files() {
+  if [ -f "$SECURE_DIR/auth.json" ]; then
+    echo "using the CA, certificates and tokens in $SECURE_DIR/"
+    return 0
+  fi
+  mkdir -p bin "$SECURE_DIR"
+  "$GO" build -o bin/discoverctl ./cmd/discoverctl
+  bin/discoverctl tls ca create --dir "$SECURE_DIR" >/dev/null
+  local n
+  for n in voter1 voter2 voter3 proxy1 proxy2; do
+    bin/discoverctl tls cert create --dir "$SECURE_DIR" --name "$n" --hosts "$n.cluster,$n" >/dev/null
+  done
+  bin/discoverctl tls cert create --dir "$SECURE_DIR" --name client --hosts localhost >/dev/null
+  (
+    umask 077
+    printf '{"tokens": [\n  {"name": "ops",  "secret": "%s", "role": "admin"},\n  {"name": "web",  "secret": "%s", "role": "service", "services": ["web"]},\n  {"name": "dash", "secret": "%s", "role": "read"}\n]}\n' \
+      "$(random_secret)" "$(random_secret)" "$(random_secret)" >"$SECURE_DIR/auth.json"
+  )
+  echo "wrote the CA, node certificates and $SECURE_DIR/auth.json"
+}
+
+random_secret() {
+  head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'
+}
+
 case "${1:-}" in
+  up-secure)
+    COMPOSE_FILES=docker-compose.yml:docker-compose.secure.yml
+    need_docker
+    check_ports
+    secure_files
+    image
+    compose up -d --no-build
+    wait_ready
+    echo "connect with --ca $SECURE_DIR/discoverd-ca.pem --token <a secret from $SECURE_DIR/auth.json> (README: Securing a cluster)"
+    ;;
   image)
     image
     ;;
@@ -124,7 +165,7 @@ case "${1:-}" in
     exec "$GO" test -tags compose -count=1 -timeout 20m -v -run Compose ./integration
     ;;
   *)
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

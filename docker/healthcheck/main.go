@@ -6,12 +6,18 @@
 // port of DISCOVERD_ADDR (default 127.0.0.1:1111), and exits 0 on a 2xx
 // answer, 1 otherwise.
 //
+// With DISCOVERD_TLS_CA set (a node with --tls-ca), it speaks HTTPS and
+// verifies the node against that CA (node certificates made by discoverctl
+// are valid for 127.0.0.1). Both paths are open without a token.
+//
 // With the path /.well-known/status it also requires the answer's "healthy"
 // to be true (the node knows a Raft leader): scripts/cluster.sh uses it to
 // wait until the cluster serves, as /ping only says the process answers.
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -39,7 +45,18 @@ func main() {
 		host = "127.0.0.1" // bound on every interface: ask over loopback
 	}
 	c := &http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + net.JoinHostPort(host, port) + path)
+	scheme := "http://"
+	if ca := os.Getenv("DISCOVERD_TLS_CA"); ca != "" {
+		pem, err := os.ReadFile(ca)
+		pool := x509.NewCertPool()
+		if err != nil || !pool.AppendCertsFromPEM(pem) {
+			fmt.Fprintf(os.Stderr, "healthcheck: DISCOVERD_TLS_CA=%q: no CA certificate (%v)\n", ca, err)
+			os.Exit(1)
+		}
+		c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+		scheme = "https://"
+	}
+	resp, err := c.Get(scheme + net.JoinHostPort(host, port) + path)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "healthcheck:", err)
 		os.Exit(1)
