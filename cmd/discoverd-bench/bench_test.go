@@ -26,6 +26,17 @@ const testTTL = 500 * time.Millisecond
 type testServer struct {
 	http string
 	nats string
+	// https, ca: a second, secured single node (TLS and tokens) for
+	// heartbeat-https.
+	https, ca string
+}
+
+// withSecure starts the secured node that heartbeat-https runs against.
+func (s *testServer) withSecure(t testing.TB) *testServer {
+	t.Helper()
+	sec := testnode.Start(t, testnode.Options{TTL: time.Minute, Secure: true})
+	s.https, s.ca = sec.URL(), sec.CAFile()
+	return s
 }
 
 func startServer(t testing.TB) *testServer { return startServerTTL(t, testTTL) }
@@ -56,6 +67,11 @@ func (s *testServer) smallArgs(extra ...string) []string {
 	if s.nats != "" {
 		args = append(args, "--nats", s.nats)
 	}
+	if s.https != "" {
+		// A service token may heartbeat only the services it names: the
+		// bench creates its own, so it needs an admin token.
+		args = append(args, "--https", s.https, "--ca", s.ca, "--token", testnode.AdminSecret)
+	}
 	return append(args, extra...)
 }
 
@@ -74,7 +90,7 @@ func runJSON(t *testing.T, args []string) []Result {
 }
 
 func TestEveryWorkload(t *testing.T) {
-	s := startServer(t)
+	s := startServer(t).withSecure(t)
 	results := runJSON(t, s.smallArgs("--json", "all"))
 	byName := map[string]Result{}
 	for _, r := range results {
@@ -108,8 +124,8 @@ func TestEveryWorkload(t *testing.T) {
 }
 
 var (
-	rateWorkloads    = map[string]bool{"heartbeat-http": true, "heartbeat-nats": true, "heartbeat-nats-req": true, "register": true, "register-large": true, "memory": true}
-	latencyWorkloads = map[string]bool{"heartbeat-http": true, "heartbeat-nats-req": true, "register": true, "register-large": true,
+	rateWorkloads    = map[string]bool{"heartbeat-http": true, "heartbeat-https": true, "heartbeat-nats": true, "heartbeat-nats-req": true, "register": true, "register-large": true, "memory": true}
+	latencyWorkloads = map[string]bool{"heartbeat-http": true, "heartbeat-https": true, "heartbeat-nats-req": true, "register": true, "register-large": true,
 		"event-latency-sse": true, "event-latency-nats": true, "fanout-sse": true, "fanout-nats": true, "detect": true}
 )
 
@@ -336,7 +352,7 @@ func writeHeapProfile(b *testing.B, file string) {
 // as scripts/bench.sh does: --wait sees the cluster settle, and the
 // workloads that write through one server and watch another run across it.
 func TestEveryWorkloadOnACluster(t *testing.T) {
-	s := startCluster(t, testTTL)
+	s := startCluster(t, testTTL).withSecure(t)
 	results := runJSON(t, s.smallArgs("--json", "--wait", "20s", "all"))
 	if len(results) != len(workloads) {
 		t.Errorf("%d results for %d workloads", len(results), len(workloads))

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,13 +35,18 @@ type doer interface {
 	close()
 }
 
-// encodeWire encodes r as an HTTP/1.1 request to host.
-func encodeWire(dst []byte, host string, r *request) []byte {
+// encodeWire encodes r as an HTTP/1.1 request to host, with the bearer
+// token when there is one.
+func encodeWire(dst []byte, host, token string, r *request) []byte {
 	dst = append(dst, r.method...)
 	dst = append(dst, ' ')
 	dst = append(dst, r.path...)
 	dst = append(dst, " HTTP/1.1\r\nHost: "...)
 	dst = append(dst, host...)
+	if token != "" {
+		dst = append(dst, "\r\nAuthorization: Bearer "...)
+		dst = append(dst, token...)
+	}
 	if r.body != nil {
 		dst = append(dst, "\r\nContent-Type: application/json\r\nContent-Length: "...)
 		dst = strconv.AppendInt(dst, int64(len(r.body)), 10)
@@ -59,10 +65,13 @@ func encodeWire(dst []byte, host string, r *request) []byte {
 // status line, Content-Length and chunked framing.
 type rawConn struct {
 	host string // host:port to dial, also the Host header
-	conn net.Conn
-	br   *bufio.Reader
-	buf  []byte
-	body []byte
+	// tls, when set, speaks HTTPS; token is sent as the bearer token.
+	tls   *tls.Config
+	token string
+	conn  net.Conn
+	br    *bufio.Reader
+	buf   []byte
+	body  []byte
 }
 
 func newRawConn(host string) *rawConn { return &rawConn{host: host} }
@@ -77,7 +86,7 @@ func (c *rawConn) close() {
 func (c *rawConn) do(r *request) (int, []byte, error) {
 	wire := r.wire
 	if wire == nil {
-		c.buf = encodeWire(c.buf[:0], c.host, r)
+		c.buf = encodeWire(c.buf[:0], c.host, c.token, r)
 		wire = c.buf
 	}
 	reused := c.conn != nil
@@ -94,6 +103,21 @@ func (c *rawConn) roundTrip(wire []byte) (int, []byte, error) {
 		conn, err := net.DialTimeout("tcp", c.host, 5*time.Second)
 		if err != nil {
 			return 0, nil, err
+		}
+		if c.tls != nil {
+			cfg := c.tls
+			if cfg.ServerName == "" {
+				cfg = cfg.Clone()
+				cfg.ServerName, _, _ = net.SplitHostPort(c.host)
+			}
+			tc := tls.Client(conn, cfg)
+			tc.SetDeadline(time.Now().Add(5 * time.Second))
+			if err := tc.Handshake(); err != nil {
+				conn.Close()
+				return 0, nil, err
+			}
+			tc.SetDeadline(time.Time{})
+			conn = tc
 		}
 		c.conn = conn
 		if c.br == nil {
@@ -228,6 +252,7 @@ func asciiEqualFold(b []byte, s string) bool {
 type stdDoer struct {
 	client *http.Client
 	base   string
+	token  string
 	body   []byte
 }
 
@@ -245,6 +270,9 @@ func (d *stdDoer) do(r *request) (int, []byte, error) {
 	if r.body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if d.token != "" {
+		req.Header.Set("Authorization", "Bearer "+d.token)
+	}
 	resp, err := d.client.Do(req)
 	if err != nil {
 		return 0, nil, err
@@ -260,7 +288,8 @@ func (d *stdDoer) do(r *request) (int, []byte, error) {
 type server struct {
 	base string // http://host:port, no trailing slash
 	host string // host:port
-	raw  bool   // the raw client can talk to it (plain http)
+	raw  bool   // the raw client can talk to it (no path prefix)
+	tls  bool   // https
 }
 
 func parseServer(s string) (server, error) {
@@ -283,7 +312,7 @@ func parseServer(s string) (server, error) {
 		}
 	}
 	path := trimRightSlash(u.Path)
-	return server{base: u.Scheme + "://" + u.Host + path, host: host, raw: u.Scheme == "http" && path == ""}, nil
+	return server{base: u.Scheme + "://" + u.Host + path, host: host, raw: path == "", tls: u.Scheme == "https"}, nil
 }
 
 func hasScheme(s string) bool {
@@ -309,9 +338,14 @@ func trimRightSlash(s string) string {
 func (b *bench) newDoer(i int) doer {
 	srv := b.servers[i%len(b.servers)]
 	if srv.raw && !b.cfg.stdClient {
-		return newRawConn(srv.host)
+		c := newRawConn(srv.host)
+		c.token = b.token
+		if srv.tls {
+			c.tls = b.tlsConf
+		}
+		return c
 	}
-	return &stdDoer{client: b.client, base: srv.base}
+	return &stdDoer{client: b.client, base: srv.base, token: b.token}
 }
 
 // prepare fills in r.wire for the raw client of worker i (a no-op for the
@@ -319,7 +353,7 @@ func (b *bench) newDoer(i int) doer {
 func (b *bench) prepare(i int, r *request) {
 	srv := b.servers[i%len(b.servers)]
 	if srv.raw && !b.cfg.stdClient {
-		r.wire = encodeWire(nil, srv.host, r)
+		r.wire = encodeWire(nil, srv.host, b.token, r)
 	}
 }
 
@@ -353,6 +387,9 @@ func (b *bench) callAt(ctx context.Context, base, method, path string, body []by
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if b.token != "" {
+		req.Header.Set("Authorization", "Bearer "+b.token)
 	}
 	resp, err := b.client.Do(req)
 	if err != nil {

@@ -4,7 +4,8 @@
 //	discoverd-bench [--http URL[,URL...]] [--nats URL[,URL...]] [--instances N]
 //	                [--concurrency C] [--duration D] [--wait D] [--json] WORKLOAD...
 //
-// Workloads: heartbeat-http, heartbeat-nats, heartbeat-nats-req, register,
+// Workloads: heartbeat-http, heartbeat-https (the same against --https
+// with --token and --ca), heartbeat-nats, heartbeat-nats-req, register,
 // register-large, event-latency (event-latency-sse, event-latency-nats),
 // detect, fanout (fanout-sse, fanout-nats), memory, and all.
 //
@@ -16,6 +17,8 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -75,6 +78,10 @@ type config struct {
 	noProgress   bool
 	keepServices bool
 	render       string
+	// https, token and ca: a secured server set for heartbeat-https.
+	https []string
+	token string
+	ca    string
 }
 
 // workload is one named benchmark. A workload may produce several rows
@@ -91,6 +98,7 @@ var workloads = []workload{
 	// RSS growth would understate their cost.
 	{"memory", "server RSS growth per instance with --memory-instances registered", runMemory},
 	{"heartbeat-http", "heartbeats of --instances instances over HTTP by --concurrency connections", runHeartbeatHTTP},
+	{"heartbeat-https", "heartbeat-http against --https with --token: the cost of TLS and auth", runHeartbeatHTTPS},
 	{"heartbeat-nats", "heartbeats published over NATS at full rate, rate confirmed by request/reply", runHeartbeatNATS},
 	{"heartbeat-nats-req", "heartbeats over NATS request/reply by --concurrency requesters", runHeartbeatNATSReq},
 	{"register", "new instances through Raft with --concurrency writers", runRegister},
@@ -154,6 +162,10 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	fs.BoolVar(&cfg.stdClient, "std-client", false, "use net/http for the load loops instead of the lean keep-alive client")
 	fs.BoolVar(&cfg.noProgress, "no-progress", false, "no progress line on stderr")
 	fs.BoolVar(&cfg.keepServices, "keep-services", false, "do not delete the bench services afterwards")
+	var httpsList string
+	fs.StringVar(&httpsList, "https", "", "comma list of HTTPS URLs of a server with TLS and auth, for heartbeat-https (compared with heartbeat-http in the same run)")
+	fs.StringVar(&cfg.token, "token", "", "bearer token for the --https servers")
+	fs.StringVar(&cfg.ca, "ca", "", "PEM CA of the --https servers")
 	fs.StringVar(&cfg.render, "render", "", "print the table of a --json output `file` and exit (no workloads run)")
 	fs.Usage = usage(fs, stderr)
 	if err := fs.Parse(args); err != nil {
@@ -163,6 +175,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 		return cfg, nil, nil
 	}
 	cfg.http = splitList(httpList)
+	cfg.https = splitList(httpsList)
 	cfg.nats = splitList(natsList)
 	if len(cfg.http) == 0 {
 		return nil, nil, errors.New("--http: at least one server URL is needed")
@@ -382,6 +395,11 @@ type bench struct {
 	servers  []server
 	client   *http.Client // setup, teardown and SSE
 	progress *progress
+	// token and tlsConf are sent to servers (the secured bench only).
+	token   string
+	tlsConf *tls.Config
+	// secure is the bench of the --https servers, nil without them.
+	secure *bench
 }
 
 func newBench(cfg *config, stderr io.Writer) (*bench, error) {
@@ -404,10 +422,41 @@ func newBench(cfg *config, stderr io.Writer) (*bench, error) {
 	}
 	b.client = &http.Client{Transport: tr}
 	b.progress = newProgress(stderr, !cfg.noProgress)
+	if len(cfg.https) > 0 {
+		sb := &bench{cfg: cfg, progress: b.progress, token: cfg.token}
+		for _, s := range cfg.https {
+			srv, err := parseServer(s)
+			if err != nil {
+				return nil, err
+			}
+			sb.servers = append(sb.servers, srv)
+		}
+		sb.tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
+		if cfg.ca != "" {
+			pem, err := os.ReadFile(cfg.ca)
+			if err != nil {
+				return nil, fmt.Errorf("--ca: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("--ca %s holds no PEM certificate", cfg.ca)
+			}
+			sb.tlsConf.RootCAs = pool
+		}
+		str := tr.Clone()
+		str.TLSClientConfig = sb.tlsConf
+		sb.client = &http.Client{Transport: str}
+		b.secure = sb
+	}
 	return b, nil
 }
 
-func (b *bench) close() { b.client.CloseIdleConnections() }
+func (b *bench) close() {
+	b.client.CloseIdleConnections()
+	if b.secure != nil {
+		b.secure.close()
+	}
+}
 
 func (b *bench) ping(ctx context.Context) error {
 	for _, s := range b.servers {

@@ -18,7 +18,20 @@ import (
 // --duration. Each connection cycles through its own share of instances with
 // requests encoded before the clock starts.
 func runHeartbeatHTTP(ctx context.Context, b *bench) []Result {
-	const name = "heartbeat-http"
+	return heartbeatHTTP(ctx, b, "heartbeat-http")
+}
+
+// heartbeat-https: heartbeat-http against the --https servers, over TLS
+// with the bearer token, so one run compares the two (the keep-alive
+// connections pay the handshake once; each request pays the token check).
+func runHeartbeatHTTPS(ctx context.Context, b *bench) []Result {
+	if b.secure == nil {
+		return []Result{{Workload: "heartbeat-https", Skipped: "no --https server"}}
+	}
+	return heartbeatHTTP(ctx, b.secure, "heartbeat-https")
+}
+
+func heartbeatHTTP(ctx context.Context, b *bench, name string) []Result {
 	svc, cleanup, err := b.createService(ctx, name)
 	if err != nil {
 		return failed(name, err)
