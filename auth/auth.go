@@ -123,7 +123,13 @@ type File struct {
 // it is read without locks.
 type Set struct {
 	tokens []*Token
-	byHash map[[sha256.Size]byte]*Token
+	byHash map[[sha256.Size]byte]*entry
+}
+
+// entry is a token with its secret's SHA-256, computed once.
+type entry struct {
+	token *Token
+	sum   [sha256.Size]byte
 }
 
 // Tokens lists the tokens in file order.
@@ -137,15 +143,11 @@ func (s *Set) Lookup(secret string) *Token {
 		return nil
 	}
 	h := sha256.Sum256([]byte(secret))
-	t := s.byHash[h]
-	if t == nil {
+	e := s.byHash[h]
+	if e == nil || subtle.ConstantTimeCompare(h[:], e.sum[:]) != 1 {
 		return nil
 	}
-	th := sha256.Sum256([]byte(t.Secret))
-	if subtle.ConstantTimeCompare(h[:], th[:]) != 1 {
-		return nil
-	}
-	return t
+	return e.token
 }
 
 // FirstAdmin is the first admin token, nil if none.
@@ -175,7 +177,7 @@ func Parse(b []byte) (*Set, error) {
 	if dec.More() {
 		return nil, errors.New("auth file: text after the JSON object")
 	}
-	s := &Set{byHash: make(map[[sha256.Size]byte]*Token, len(f.Tokens))}
+	s := &Set{byHash: make(map[[sha256.Size]byte]*entry, len(f.Tokens))}
 	names := map[string]bool{}
 	for i := range f.Tokens {
 		t := &f.Tokens[i]
@@ -214,7 +216,7 @@ func Parse(b []byte) (*Set, error) {
 		default:
 			return nil, fmt.Errorf("%s: role %q is not one of read, service, admin", where, t.Role)
 		}
-		s.byHash[h] = t
+		s.byHash[h] = &entry{token: t, sum: h}
 		s.tokens = append(s.tokens, t)
 	}
 	return s, nil

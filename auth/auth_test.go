@@ -132,3 +132,19 @@ func TestReloadKeepsTokensOfABrokenFileAndRevokesRemovedOnes(t *testing.T) {
 		t.Fatalf("a secret was logged: %s", logs.String())
 	}
 }
+
+// BenchmarkAuthorize is the per-request cost of auth on a heartbeat: find
+// the token by its secret and check it against the route's permission.
+func BenchmarkAuthorize(b *testing.B) {
+	set, err := Parse([]byte(sample))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		t := set.Lookup("s3cr3t-web")
+		if t == nil || !t.Allows(PermService, "web-api") {
+			b.Fatal("refused")
+		}
+	}
+}

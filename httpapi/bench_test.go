@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/discoverd/discoverd/auth"
 	"github.com/discoverd/discoverd/httpapi"
 )
 
@@ -77,12 +80,26 @@ func (w *nullWriter) WriteHeader(status int)      { w.status = status }
 func (w *nullWriter) Write(b []byte) (int, error) { return len(b), nil }
 
 // BenchmarkHeartbeatHandler measures the handler's own cost of a heartbeat
-// (decode, validate, backend call, encode), without net/http's.
+// (decode, validate, backend call, encode), without net/http's; "token"
+// adds auth (a service token checked against the route's permission).
 func BenchmarkHeartbeatHandler(b *testing.B) {
+	b.Run("plain", func(b *testing.B) { benchmarkHeartbeatHandler(b, false) })
+	b.Run("token", func(b *testing.B) { benchmarkHeartbeatHandler(b, true) })
+}
+
+func benchmarkHeartbeatHandler(b *testing.B, withToken bool) {
 	s := newServer(b)
 	const instances = 1000
 	bodies := heartbeatBodies(s, instances)
-	h := httpapi.New(s.n, httpapi.Options{})
+	opts := httpapi.Options{}
+	if withToken {
+		set, err := auth.Parse([]byte(`{"tokens": [{"name": "svc", "secret": "secret-bench-service", "role": "service", "services": ["bench"]}]}`))
+		if err != nil {
+			b.Fatal(err)
+		}
+		opts.Auth = auth.NewStore(set, zerolog.Nop())
+	}
+	h := httpapi.New(s.n, opts)
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -91,6 +108,9 @@ func BenchmarkHeartbeatHandler(b *testing.B) {
 		reqs := make([]*http.Request, instances)
 		for i := range reqs {
 			reqs[i], _ = http.NewRequest("PUT", "/services/bench/instances/i"+strconv.Itoa(i), io.NopCloser(rd))
+			if withToken {
+				reqs[i].Header.Set("Authorization", "Bearer secret-bench-service")
+			}
 		}
 		i := 0
 		for pb.Next() {
