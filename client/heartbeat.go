@@ -24,6 +24,7 @@ type regConfig struct {
 	onError func(error)
 	proto   string
 	id      string
+	check   *checkConfig
 }
 
 // HeartbeatTTL sets the TTL the Heartbeater assumes for this instance
@@ -95,6 +96,12 @@ type Heartbeater struct {
 	lastOK        time.Time
 	lastConfirmed time.Time
 	err           error
+
+	// check is nil without WithCheck; state is its state (CheckPassing
+	// without a check), and changes reports each change of it.
+	check   *checkConfig
+	state   CheckState
+	changes chan CheckState
 }
 
 // Register registers an instance at addr (host:port) of service with meta
@@ -146,8 +153,22 @@ func (c *Client) register(ctx context.Context, service string, in *api.Instance,
 		inst:    in,
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
+		check:   cfg.check,
+		state:   CheckState{Status: CheckPassing, Since: time.Now()},
+		changes: make(chan CheckState, changesBuffer),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
+	if h.check != nil {
+		// Registered only once the check passes; a mistyped service name
+		// is still an error now rather than a registration failing forever.
+		if _, err := c.Instances(ctx, service); err != nil {
+			h.cancel()
+			return nil, err
+		}
+		h.state = CheckState{Status: CheckUnknown, Since: time.Now()}
+		go h.runChecked(h.check)
+		return h, nil
+	}
 	if err := h.send(ctx, in, retryOpts{}, true); err != nil {
 		h.cancel()
 		return nil, err
@@ -205,6 +226,9 @@ func (h *Heartbeater) SetMeta(ctx context.Context, meta map[string]string) error
 	h.sendMu.Lock()
 	defer h.sendMu.Unlock()
 	h.mu.Lock()
+	// A checked instance that is not passing is not registered: its new
+	// meta goes out with its registration.
+	unregistered := h.check != nil && h.state.Status != CheckPassing
 	in := *h.inst
 	in.Meta = maps.Clone(meta)
 	check := in
@@ -215,6 +239,9 @@ func (h *Heartbeater) SetMeta(ctx context.Context, meta map[string]string) error
 	in.Meta = check.Meta
 	h.inst = &in
 	h.mu.Unlock()
+	if unregistered {
+		return nil
+	}
 	return h.send(ctx, &in, retryOpts{}, true)
 }
 
@@ -270,6 +297,7 @@ func (h *Heartbeater) attemptTimeout() time.Duration {
 
 func (h *Heartbeater) run() {
 	defer close(h.done)
+	defer close(h.changes)
 	t := time.NewTimer(h.interval())
 	defer t.Stop()
 	for {
