@@ -204,6 +204,12 @@ func (h *Heartbeater) setState(s CheckState) {
 	h.mu.Lock()
 	h.state = s
 	h.mu.Unlock()
+	h.notify(s)
+}
+
+// notify sends s on Changes, dropping the oldest change when the reader is
+// behind.
+func (h *Heartbeater) notify(s CheckState) {
 	for {
 		select {
 		case h.changes <- s:
@@ -277,6 +283,16 @@ func (h *Heartbeater) runChecked(cc *checkConfig) {
 	defer beat.Stop()
 	var passes, failures int
 	registered := false
+	// heartbeat sends one heartbeat and schedules the next.
+	heartbeat := func() {
+		if err := h.beat(); err != nil {
+			h.failed(err)
+			beat.Reset(h.retryDelay())
+			return
+		}
+		h.learnIndex()
+		beat.Reset(h.interval())
+	}
 	for {
 		select {
 		case <-h.stop:
@@ -295,13 +311,23 @@ func (h *Heartbeater) runChecked(cc *checkConfig) {
 				h.lastConfirmed = time.Time{}
 				h.mu.Unlock()
 				registered = true
+				// Register before reporting it, so that a reader of
+				// Changes sees the instance's index (a failed attempt is
+				// retried like any heartbeat).
+				heartbeat()
 				h.setState(CheckState{Status: CheckPassing, Since: time.Now()})
-				beat.Reset(0)
 			case err != nil && failures >= cc.failures && status != CheckFailing:
 				registered = false
 				beat.Stop()
-				h.setState(CheckState{Status: CheckFailing, Err: err, Since: time.Now()})
+				// Failing before the DELETE, so that a SetMeta sends nothing
+				// after it; reported after it, so that a reader of Changes
+				// finds the instance gone.
+				st := CheckState{Status: CheckFailing, Err: err, Since: time.Now()}
+				h.mu.Lock()
+				h.state = st
+				h.mu.Unlock()
 				h.deregister()
+				h.notify(st)
 			case err != nil && status != CheckPassing:
 				// Keep the latest reason while not passing.
 				h.mu.Lock()
@@ -309,15 +335,8 @@ func (h *Heartbeater) runChecked(cc *checkConfig) {
 				h.mu.Unlock()
 			}
 		case <-beat.C:
-			if !registered {
-				continue
-			}
-			if err := h.beat(); err != nil {
-				h.failed(err)
-				beat.Reset(h.retryDelay())
-			} else {
-				h.learnIndex()
-				beat.Reset(h.interval())
+			if registered {
+				heartbeat()
 			}
 		}
 	}

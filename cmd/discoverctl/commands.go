@@ -142,8 +142,7 @@ func cmdLeader(e *env, args []string) error {
 		return printJSON(e.stdout, leader)
 	}
 	if leader == nil {
-		fmt.Fprintf(e.stdout, "service %s has no leader\n", args[0])
-		return nil
+		return nothingThere(e, "service %s has no leader", args[0])
 	}
 	return table(e.stdout, instanceHeader, [][]string{instanceRow(leader)})
 }
@@ -167,6 +166,7 @@ type registerOpts struct {
 	id     string
 	proto  string
 	create bool
+	check  checkFlags
 }
 
 func register(fs *flag.FlagSet) runFunc {
@@ -175,6 +175,7 @@ func register(fs *flag.FlagSet) runFunc {
 	fs.StringVar(&o.id, "id", "", "instance id (default: derived from proto and addr)")
 	fs.StringVar(&o.proto, "proto", client.DefaultProto, "instance proto")
 	fs.BoolVar(&o.create, "create", false, "create the service if it does not exist")
+	o.check.register(fs)
 	return func(e *env, args []string) error { return cmdRegister(e, args, o) }
 }
 
@@ -189,6 +190,13 @@ func cmdRegister(e *env, args []string, regOpts *registerOpts) error {
 			fmt.Fprintf(e.stderr, "discoverctl: warning: %s\n", oneLine(errMessage(err)))
 		}),
 	}
+	check, err := regOpts.check.option()
+	if err != nil {
+		return err
+	}
+	if check != nil {
+		opts = append(opts, check)
+	}
 	var meta map[string]string
 	if len(regOpts.meta) > 0 {
 		meta = regOpts.meta
@@ -202,6 +210,9 @@ func cmdRegister(e *env, args []string, regOpts *registerOpts) error {
 	h, err := register(ctx, service, addr, meta, opts...)
 	if err != nil {
 		return err
+	}
+	if check != nil {
+		return followCheck(e, h, &regOpts.check)
 	}
 	inst := h.Instance()
 	if e.json {
@@ -265,6 +276,19 @@ func eventLine(ev api.Event) string {
 	return strings.TrimSpace(fmt.Sprintf("%-12s %-8d %s", ev.Kind, ev.Index, what))
 }
 
+// nothingThere answers a read of something a service that exists does not
+// have (a leader, meta): it is an answer, not a failure, so the exit code is
+// 0, with null for --json and a sentence for people. A service that does
+// not exist is an error (exit 1).
+func nothingThere(e *env, format string, args ...any) error {
+	if e.json {
+		_, err := fmt.Fprintln(e.stdout, "null")
+		return err
+	}
+	_, err := fmt.Fprintf(e.stdout, format+"\n", args...)
+	return err
+}
+
 func printMeta(e *env, m *api.ServiceMeta) error {
 	if e.json {
 		return printJSON(e.stdout, m)
@@ -274,6 +298,14 @@ func printMeta(e *env, m *api.ServiceMeta) error {
 
 func cmdMetaGet(e *env, args []string) error {
 	m, err := e.c.GetMeta(e.ctx, args[0])
+	if client.IsNotFound(err) {
+		// No meta, or no service: the server answers 404 for both, and
+		// only a missing service is an error (see nothingThere).
+		if _, serr := e.c.Instances(e.ctx, args[0]); serr != nil {
+			return serr
+		}
+		return nothingThere(e, "service %s has no meta", args[0])
+	}
 	if err != nil {
 		return err
 	}

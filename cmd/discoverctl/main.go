@@ -7,7 +7,9 @@
 // is --server (a comma-separated list to fail over across), else the
 // DISCOVERD environment variable, else 127.0.0.1:1111. On failure it prints
 // one line "discoverctl: <message>" to stderr and exits non-zero (1, or 2
-// for a usage error).
+// for a usage error). A service that exists but has nothing to show (no
+// leader, no meta, no instances) is an answer, not a failure: exit 0, with
+// null (or []) for --json.
 package main
 
 import "os"

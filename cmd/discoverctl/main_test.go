@@ -168,7 +168,13 @@ func TestCommands(t *testing.T) {
 	fails(t, addr, 1, `service name "No_Pe"`, "instances", "No_Pe")
 
 	// meta
-	fails(t, addr, 1, `service "web" has no meta`, "meta", "get", "web")
+	// Nothing there is an answer (exit 0), like a leader of none above.
+	if got := ok(t, addr, "meta", "get", "web"); got != "service web has no meta\n" {
+		t.Errorf("meta get with none = %q", got)
+	}
+	if got := ok(t, addr, "meta", "get", "web", "--json"); got != "null\n" {
+		t.Errorf("meta get --json with none = %q", got)
+	}
 	got := fields(ok(t, addr, "meta", "set", "web", `{"v": 1}`))
 	if len(got) != 2 || got[1][1] != `{"v":1}` {
 		t.Fatalf("meta set = %q", got)

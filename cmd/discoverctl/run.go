@@ -27,7 +27,11 @@ Commands:
   leader SVC                show a service's leader
   register SVC ADDR         register an instance at ADDR (host:port) and keep it
                             alive until interrupted, then deregister it
-                            (--meta k=v ..., --id ID, --proto P, --create)
+                            (--meta k=v ..., --id ID, --proto P, --create);
+                            with --check-http URL or --check-tcp ADDR, only
+                            while that check passes (--check-interval D,
+                            --check-timeout D, --check-passes N,
+                            --check-failures N), printing each change
   watch SVC                 stream a service's events until interrupted
   meta get SVC              show a service's meta
   meta set SVC JSON         write a service's meta: with --index N, only if
@@ -41,6 +45,10 @@ Flags (anywhere on the line; -- ends them):
   --json                    print JSON instead of tables
   --timeout D               how long a command may take (default 5s; not the
                             lifetime of register and watch)
+
+Exit codes: 0 on success, including an answer that there is nothing there
+(no leader, no meta: null with --json); 1 on a failure, such as a service
+that does not exist; 2 for a usage error.
 `
 
 // exitUsage is the exit code of a usage error.
