@@ -128,6 +128,14 @@ func newLogger(o *options, out *os.File) (zerolog.Logger, error) {
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
 }
 
+// logStarted logs the start line. Durations are written with their unit
+// ("10s"), as the flags take them, not as a bare number.
+func logStarted(log zerolog.Logger, o *options, addr, advertise, role, natsURL string) {
+	log.Info().Str("addr", addr).Str("advertise", advertise).Str("role", role).Str("nats", natsURL).
+		Str("data_dir", o.dataDir).Stringer("instance_ttl", o.instanceTTL).
+		Stringer("expiry_check_interval", o.expiryCheckInterval).Msg("discoverd started")
+}
+
 func run(args []string, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -180,8 +188,7 @@ func run(args []string, stderr io.Writer) error {
 	if n.IsProxy() {
 		role = "proxy"
 	}
-	log.Info().Str("addr", n.Addr()).Str("advertise", n.Advertise()).Str("role", role).Str("nats", n.NATSURL()).
-		Str("data_dir", o.dataDir).Dur("instance_ttl", o.instanceTTL).Msg("discoverd started")
+	logStarted(log, o, n.Addr(), n.Advertise(), role, n.NATSURL())
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
