@@ -169,11 +169,22 @@ func (h *handler) setIndex(w http.ResponseWriter, idx uint64) {
 
 var jsonContentType = []string{"application/json"}
 
-// writeBody writes a complete JSON body.
+// newline ends every JSON body, as the output of a JSON command-line tool
+// ends: callers append it to their pooled buffer, and writeBody adds it to a
+// body that lacks it.
+var newline = []byte{'\n'}
+
+// writeBody writes a complete JSON body, ending with a newline. Every JSON
+// answer goes through it (the instances list writes its own chunks, and
+// ends with "]\n"); a missing newline is a second Write into the response's
+// buffer, not a copy of the body.
 func writeBody(w http.ResponseWriter, status int, body []byte) {
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+	if len(body) > 0 && body[len(body)-1] != '\n' {
+		_, _ = w.Write(newline)
+	}
 }
 
 // writeError answers err as an api.Error JSON body with its status, with
