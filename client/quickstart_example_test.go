@@ -18,12 +18,11 @@ func Example_quickStart() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	c := client.New() // $DISCOVERD, else 127.0.0.1:1111
-
-	hb, err := c.AddServiceAndRegister(ctx, "web", "127.0.0.1:8080", nil) // heartbeats until Close
+	hb, err := c.AddServiceAndRegister(ctx, "web", "127.0.0.1:8080", nil)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer hb.Close() // deregisters, after Ctrl-C too
+	defer hb.Close() // heartbeats until here, then deregisters (after Ctrl-C too)
 	leaders, err := c.Leaders(ctx, "web")
 	if err != nil {
 		log.Print(err)
