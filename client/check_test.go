@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -347,5 +348,50 @@ func TestCheckedRegisterErrors(t *testing.T) {
 	}
 	if _, ok := <-h.Changes(); ok {
 		t.Fatal("Changes without a check sent a state")
+	}
+}
+
+// Over NATS the registration's answer carries no index: a checked instance
+// learns it over HTTP, and learns a new one when it registers again.
+func TestCheckOverNATS(t *testing.T) {
+	t.Parallel()
+	s := startServerNATS(t, checkTTL)
+	c := NewWithOptions([]string{s.URL()}, WithTTL(checkTTL), WithNATS(s.NATSURL()))
+	defer c.Close()
+	ctx := testCtx(t, 60*time.Second)
+	w := checkedWatch(t, ctx, c, "web")
+	var healthy atomic.Bool
+	healthy.Store(true)
+	check := CheckFunc(func(context.Context) error {
+		if healthy.Load() {
+			return nil
+		}
+		return errors.New("unhealthy")
+	})
+	h, err := c.Register(ctx, "web", "10.0.0.1:80", nil, WithCheck(check, CheckInterval(checkInterval)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	var indexes []uint64
+	for range 2 {
+		within(t, w, []string{"up 10.0.0.1:80", "leader 10.0.0.1:80"}, time.Now(), DefaultCheckPasses*checkInterval)
+		if st := nextState(t, h); st.Status != CheckPassing {
+			t.Fatalf("state = %v", st)
+		}
+		insts, err := c.Instances(ctx, "web")
+		if err != nil || len(insts) != 1 || h.Instance().Index != insts[0].Index {
+			t.Fatalf("Instance %+v, listed %v, %v", h.Instance(), insts, err)
+		}
+		indexes = append(indexes, insts[0].Index)
+		healthy.Store(false)
+		within(t, w, []string{"down 10.0.0.1:80", "leader -"}, time.Now(), DefaultCheckFailures*checkInterval+expiryCheck)
+		if st := nextState(t, h); st.Status != CheckFailing {
+			t.Fatalf("state = %v", st)
+		}
+		healthy.Store(true)
+	}
+	if indexes[1] <= indexes[0] {
+		t.Fatalf("indexes of the two registrations = %v", indexes)
 	}
 }

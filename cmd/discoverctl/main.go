@@ -1,5 +1,6 @@
 // Command discoverctl is the command-line tool of discoverd: it lists
-// services, instances and leaders, registers an instance and keeps it alive,
+// services, instances and leaders, registers an instance and keeps it alive
+// (with --check-http or --check-tcp, only while that health check passes),
 // streams a service's events, reads and writes service meta, and shows the
 // cluster's peers and a server's status.
 //
