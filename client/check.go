@@ -36,7 +36,8 @@ var checkHTTPClient = &http.Client{
 	Transport:     &http.Transport{Proxy: nil, DisableKeepAlives: true},
 }
 
-// HTTPCheck passes when a GET of url answers with a 2xx status.
+// HTTPCheck passes when a GET of url answers with a 2xx status (a redirect
+// is not followed, so it fails).
 func HTTPCheck(url string) Check {
 	return CheckFunc(func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

@@ -331,6 +331,9 @@ func TestCheckedRegisterErrors(t *testing.T) {
 	if _, err := c.Register(ctx, "web", "nope", nil, WithCheck(ok)); err == nil || !strings.Contains(err.Error(), "host:port") {
 		t.Fatalf("Register of a bad addr = %v", err)
 	}
+	if _, err := c.Register(ctx, "web", "10.0.0.1:80", nil, WithCheck(nil)); err == nil || !strings.Contains(err.Error(), "no check") {
+		t.Fatalf("Register WithCheck(nil) = %v", err)
+	}
 
 	// Without a check the state is passing, and Changes closes on Close.
 	if err := c.AddService(ctx, "web", nil); err != nil {

@@ -159,6 +159,10 @@ func (c *Client) register(ctx context.Context, service string, in *api.Instance,
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	if h.check != nil {
+		if h.check.check == nil {
+			h.cancel()
+			return nil, api.Errorf(api.CodeValidation, "WithCheck was given no check")
+		}
 		// Registered only once the check passes; a mistyped service name
 		// is still an error now rather than a registration failing forever.
 		if _, err := c.Instances(ctx, service); err != nil {

@@ -18,6 +18,13 @@ import (
 	"github.com/discoverd/discoverd/client"
 )
 
+const (
+	interval = 200 * time.Millisecond
+	// busySlack is what a loaded machine may add to a bound measured in
+	// check intervals: scheduling, the Raft apply and the output.
+	busySlack = 3 * time.Second
+)
+
 // buildCtl builds the discoverctl binary into a temporary dir.
 func buildCtl(t *testing.T) string {
 	t.Helper()
@@ -87,7 +94,7 @@ func TestRegisterCheckHTTPBinary(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			healthy.Store(true)
 			args := []string{"--server", addr, "register", "web", "10.0.0.1:80", "--id", "web-1",
-				"--check-http", app.URL + "/health", "--check-interval", "200ms", "--check-timeout", "1s"}
+				"--check-http", app.URL + "/health", "--check-interval", interval.String(), "--check-timeout", "1s"}
 			if tc.json {
 				args = append(args, "--json")
 			}
@@ -98,6 +105,7 @@ func TestRegisterCheckHTTPBinary(t *testing.T) {
 			}
 			var stderr strings.Builder
 			cmd.Stderr = &stderr
+			started := time.Now()
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
@@ -106,9 +114,12 @@ func TestRegisterCheckHTTPBinary(t *testing.T) {
 
 			// want reads the next line and checks it is the change to
 			// status, then checks the instances the server lists.
-			want := func(status client.CheckStatus, text, errText string, registered bool) {
+			want := func(status client.CheckStatus, text, errText string, registered bool, since time.Time, bound time.Duration) {
 				t.Helper()
 				l := lines.next(t)
+				if took := time.Since(since); took > bound+busySlack {
+					t.Fatalf("%q took %v, bound %v (+%v for a busy machine)", l, took, bound, busySlack)
+				}
 				if tc.json {
 					var cl checkLine
 					if err := json.Unmarshal([]byte(l), &cl); err != nil || cl.Status != status || !strings.Contains(cl.Error, errText) ||
@@ -129,11 +140,14 @@ func TestRegisterCheckHTTPBinary(t *testing.T) {
 					t.Fatalf("first line %q", l)
 				}
 			}
-			want(client.CheckPassing, "registered web-1 in service web at 10.0.0.1:80 (index ", "", true)
+			// Within the thresholds times the interval of the flip (the
+			// first line: of the start, plus the process's own start).
+			want(client.CheckPassing, "registered web-1 in service web at 10.0.0.1:80 (index ", "", true, started, 2*interval)
 			healthy.Store(false)
-			want(client.CheckFailing, "deregistered web-1: http check: GET "+app.URL+"/health: 500 Internal Server Error", "500 Internal Server Error", false)
+			want(client.CheckFailing, "deregistered web-1: http check: GET "+app.URL+"/health: 500 Internal Server Error", "500 Internal Server Error",
+				false, time.Now(), 3*interval)
 			healthy.Store(true)
-			want(client.CheckPassing, "registered web-1", "", true)
+			want(client.CheckPassing, "registered web-1", "", true, time.Now(), 2*interval)
 
 			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 				t.Fatal(err)
