@@ -283,7 +283,6 @@ func (h *Heartbeater) runChecked(cc *checkConfig) {
 	beat.Stop()
 	defer beat.Stop()
 	var passes, failures int
-	registered := false
 	// heartbeat sends one heartbeat and schedules the next.
 	heartbeat := func() {
 		if err := h.beat(); err != nil {
@@ -310,21 +309,21 @@ func (h *Heartbeater) runChecked(cc *checkConfig) {
 				h.mu.Lock()
 				h.lastOK = time.Now() // failures of the heartbeats count from now
 				h.lastConfirmed = time.Time{}
+				h.registered = true
 				h.mu.Unlock()
-				registered = true
 				// Register before reporting it, so that a reader of
 				// Changes sees the instance's index (a failed attempt is
 				// retried like any heartbeat).
 				heartbeat()
 				h.setState(CheckState{Status: CheckPassing, Since: time.Now()})
 			case err != nil && failures >= cc.failures && status != CheckFailing:
-				registered = false
 				beat.Stop()
-				// Failing before the DELETE, so that a SetMeta sends nothing
-				// after it; reported after it, so that a reader of Changes
-				// finds the instance gone.
+				// Unregistered before the DELETE, so that a SetMeta sends
+				// nothing after it; reported after it, so that a reader of
+				// Changes finds the instance gone.
 				st := CheckState{Status: CheckFailing, Err: err, Since: time.Now()}
 				h.mu.Lock()
+				h.registered = false
 				h.state = st
 				h.mu.Unlock()
 				h.deregister()
@@ -336,6 +335,9 @@ func (h *Heartbeater) runChecked(cc *checkConfig) {
 				h.mu.Unlock()
 			}
 		case <-beat.C:
+			h.mu.Lock()
+			registered := h.registered
+			h.mu.Unlock()
 			if registered {
 				heartbeat()
 			}

@@ -142,7 +142,8 @@ func TestHTTPCheckFlips(t *testing.T) {
 	if st := nextState(t, h); st.Status != CheckPassing || st.Err != nil {
 		t.Fatalf("state = %v", st)
 	}
-	if h.Instance().Index == 0 {
+	firstIndex := h.Instance().Index
+	if firstIndex == 0 {
 		t.Fatal("no index once registered")
 	}
 
@@ -166,13 +167,27 @@ func TestHTTPCheckFlips(t *testing.T) {
 	if h.Status().Status != CheckFailing {
 		t.Fatalf("Status = %v", h.Status())
 	}
+	// SetMeta of an unregistered instance registers nothing: the meta goes
+	// out with the next registration.
+	if h.Instance().Index != 0 {
+		t.Fatalf("index while deregistered = %d", h.Instance().Index)
+	}
+	if err := h.SetMeta(ctx, map[string]string{"v": "2"}); err != nil {
+		t.Fatal(err)
+	}
+	if insts, err := c.Instances(ctx, "web"); err != nil || len(insts) != 0 {
+		t.Fatalf("instances after SetMeta while failing = %v, %v", insts, err)
+	}
 
-	// 200 again: registered again, with a new index.
+	// 200 again: registered again, with the new meta and a new index.
 	healthy.Store(true)
 	flipped = time.Now()
 	within(t, w, []string{"up 10.0.0.1:80", "leader 10.0.0.1:80"}, flipped, DefaultCheckPasses*checkInterval)
 	if st := nextState(t, h); st.Status != CheckPassing {
 		t.Fatalf("state = %v", st)
+	}
+	if insts, err := c.Instances(ctx, "web"); err != nil || len(insts) != 1 || insts[0].Meta["v"] != "2" || insts[0].Index <= firstIndex {
+		t.Fatalf("instances registered again = %v, %v (first index %d)", insts, err, firstIndex)
 	}
 	// Kept alive by heartbeats past several TTLs.
 	noEvent(t, w, 3*checkTTL)

@@ -98,10 +98,13 @@ type Heartbeater struct {
 	err           error
 
 	// check is nil without WithCheck; state is its state (CheckPassing
-	// without a check), and changes reports each change of it.
-	check   *checkConfig
-	state   CheckState
-	changes chan CheckState
+	// without a check), and changes reports each change of it. registered
+	// says whether a checked instance is meant to be on the server: set
+	// before its registration is sent, cleared before its DELETE.
+	check      *checkConfig
+	state      CheckState
+	changes    chan CheckState
+	registered bool
 }
 
 // Register registers an instance at addr (host:port) of service with meta
@@ -230,9 +233,9 @@ func (h *Heartbeater) SetMeta(ctx context.Context, meta map[string]string) error
 	h.sendMu.Lock()
 	defer h.sendMu.Unlock()
 	h.mu.Lock()
-	// A checked instance that is not passing is not registered: its new
-	// meta goes out with its registration.
-	unregistered := h.check != nil && h.state.Status != CheckPassing
+	// A checked instance that is not registered gets its new meta sent
+	// with its registration.
+	unregistered := h.check != nil && !h.registered
 	in := *h.inst
 	in.Meta = maps.Clone(meta)
 	check := in
