@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/discoverd/discoverd/api"
+	"github.com/discoverd/discoverd/ui"
 )
 
 // MaxBodyBytes bounds every request body.
@@ -70,6 +71,7 @@ func New(b Backend, opts Options) http.Handler {
 		h.keepAlive = DefaultKeepAlive
 	}
 	h.metricsHTTP = newMetricsHandler(b, h.log)
+	page := ui.Handler(uiBackend(b))
 	routes := []route{
 		{"GET", "/services", h.getServices},
 		{"PUT", "/services/{service}", h.putService},
@@ -85,6 +87,8 @@ func New(b Backend, opts Options) http.Handler {
 		{"GET", "/ping", h.ping},
 		{"GET", "/.well-known/status", h.status},
 		{"GET", "/metrics", h.metrics},
+		{"GET", "/{$}", h.root},
+		{"GET", ui.Prefix, page.ServeHTTP},
 	}
 	if c, ok := b.(Cluster); ok {
 		routes = append(routes, h.clusterRoutes(c)...)

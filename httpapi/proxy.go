@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/discoverd/discoverd/api"
+	"github.com/discoverd/discoverd/ui"
 	"github.com/rs/zerolog"
 )
 
@@ -23,6 +24,8 @@ var proxyLocalPaths = map[string]bool{
 	"/metrics":            true,
 	"/raft/promote":       true,
 	"/raft/demote":        true,
+	// The web page is the proxy's own; its API calls are then forwarded.
+	"/": true,
 }
 
 // hopHeaders are per-connection headers a proxy must not pass on.
@@ -72,7 +75,7 @@ func ByRole(isProxy func() bool, voter, proxy http.Handler) http.Handler {
 }
 
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if proxyLocalPaths[r.URL.Path] {
+	if proxyLocalPaths[r.URL.Path] || strings.HasPrefix(r.URL.Path, ui.Prefix) {
 		p.local.ServeHTTP(w, r)
 		return
 	}
