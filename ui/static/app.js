@@ -483,7 +483,7 @@ function renderService(st) {
   if (rows.length > PAGE_SIZE) count += '; showing ' + fmt.format(from + 1) + '–' + fmt.format(Math.min(from + PAGE_SIZE, rows.length));
   count += '. Leader: ' + (st.leader ? st.leader.id : 'none') + '.';
   $('instances-count').textContent = count;
-  $('page-info').textContent = 'page ' + (st.page + 1) + ' of ' + pages;
+  $('page-info').textContent = 'page ' + fmt.format(st.page + 1) + ' of ' + fmt.format(pages);
   $('page-prev').disabled = st.page === 0;
   $('page-next').disabled = st.page >= pages - 1;
   $('page-prev').closest('nav').hidden = pages === 1;
@@ -617,8 +617,16 @@ function setup() {
     const t = e.target;
     if (t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement) return;
     const f = !$('view-service').hidden ? $('instances-filter') : !$('view-services').hidden ? $('services-filter') : null;
-    if (f) { e.preventDefault(); f.focus(); }
+    if (f) { e.preventDefault(); f.focus(); swallowSlash = true; }
   });
+  // Some input paths deliver the character after the key press anyway (as
+  // a separate keypress, now aimed at the filter): it must not land there.
+  let swallowSlash = false;
+  document.addEventListener('keypress', (e) => {
+    if (swallowSlash && e.key === '/') e.preventDefault();
+    swallowSlash = false;
+  }, true);
+  document.addEventListener('keyup', () => { swallowSlash = false; });
   // Ages move on without events.
   setInterval(() => { if (svc) svc.renderer.schedule(); }, 10000);
   window.addEventListener('hashchange', () => { route(); $('main').focus({ preventScroll: true }); });
