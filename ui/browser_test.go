@@ -216,7 +216,7 @@ func TestBrowserEmptyStates(t *testing.T) {
 	// The cluster view shows this node, leading, answering.
 	b.Click(`#nav-cluster`)
 	b.WaitFor("this node in the cluster view",
-		`(() => { const r = document.querySelector('#cluster-body tr[data-addr=` + browsertest.Quote(srv.Addr()) + `]');
+		`(() => { const r = document.querySelector('#cluster-body tr[data-addr=`+browsertest.Quote(srv.Addr())+`]');
 		  return r && r.innerText.includes('leader') && r.innerText.includes('yes') && r.innerText.includes('this node'); })()`, 0)
 	b.NoConsoleErrors()
 }
