@@ -78,7 +78,7 @@ func (r registry) setMeta(service string, data any, index uint64) uint64 {
 
 // JavaScript conditions on the page's DOM.
 func row(id string) string {
-	return `document.querySelector('#instances-body tr[data-id=' + ` + browsertest.Quote(id) + ` + ']')`
+	return `document.querySelector('#instances-body tr[data-id="' + ` + browsertest.Quote(id) + ` + '"]')`
 }
 
 func leaderIs(id string) string {
