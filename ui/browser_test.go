@@ -238,11 +238,12 @@ func TestBrowserLargeService(t *testing.T) {
 	t.Logf("registered %d instances in %v", total, time.Since(start).Round(time.Millisecond))
 
 	b := browsertest.New(t, 1400, 900)
+	opened := time.Now()
 	b.Navigate(srv.URL() + "/ui/#/services/big")
-	loaded := b.WaitFor("the first page of rows and the count",
+	b.WaitFor("the first page of rows and the count",
 		`document.querySelectorAll('#instances-body tr').length === 100 &&
 		 document.getElementById('instances-count').textContent.startsWith('100,000 instances')`, 3*time.Minute)
-	t.Logf("100,000-instance service: first page and count shown %v after the page was opened", loaded.Round(time.Millisecond))
+	t.Logf("100,000-instance service: first page and count shown %v after the browser was sent to the page", time.Since(opened).Round(time.Millisecond))
 	b.WaitFor("the oldest instance, on top, marked as the leader",
 		`document.querySelector('#instances-body tr').classList.contains('leader') && document.querySelectorAll('#instances-body tr.leader').length === 1`, 0)
 	b.Screenshot(screenshots, "service-100k.png")

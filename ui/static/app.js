@@ -285,8 +285,7 @@ function renderServices() {
     frag.append(el('tr', { 'data-service': name },
       el('th', { scope: 'row' }, el('a', { href: '#/services/' + encodeURIComponent(name) }, name)),
       el('td', { class: 'num' }, fmt.format(s.instances)),
-      el('td', { class: 'addr' }, leaderText(s.leader)),
-      el('td', { class: 'num' }, String(s.index))));
+      el('td', { class: 'addr' }, leaderText(s.leader))));
   }
   body.replaceChildren(frag);
 
