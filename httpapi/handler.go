@@ -71,7 +71,7 @@ func New(b Backend, opts Options) http.Handler {
 		h.keepAlive = DefaultKeepAlive
 	}
 	h.metricsHTTP = newMetricsHandler(b, h.log)
-	page := ui.Handler(uiBackend(b))
+	page := ui.New(uiBackend(b))
 	routes := []route{
 		{"GET", "/services", h.getServices},
 		{"PUT", "/services/{service}", h.putService},
@@ -88,7 +88,8 @@ func New(b Backend, opts Options) http.Handler {
 		{"GET", "/.well-known/status", h.status},
 		{"GET", "/metrics", h.metrics},
 		{"GET", "/{$}", h.root},
-		{"GET", ui.Prefix, page.ServeHTTP},
+		{"GET", ui.Prefix, page.Files},
+		{"GET", ui.ClusterPath, page.Cluster},
 	}
 	if c, ok := b.(Cluster); ok {
 		routes = append(routes, h.clusterRoutes(c)...)

@@ -11,6 +11,12 @@
 // which asks each node for its /.well-known/status, as a browser cannot
 // reach other nodes' addresses itself.
 //
+// The files and the cluster view are two routes (Page.Files, Page.Cluster)
+// so that each takes its own permission: the files hold no data and can be
+// served without a token, so that a browser, which cannot put a header on a
+// page it navigates to, loads the page and then asks for one; the cluster
+// view is a read like any other.
+//
 // It may import the standard library and api. The HTTP API (httpapi) mounts
 // it in its route table; this package imports no server package.
 package ui

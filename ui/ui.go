@@ -18,8 +18,11 @@ import (
 //go:embed static
 var static embed.FS
 
-// Prefix is the path the page is served under.
+// Prefix is the path the page's files are served under.
 const Prefix = "/ui/"
+
+// ClusterPath is the page's view of the cluster's nodes (JSON).
+const ClusterPath = Prefix + "cluster"
 
 // Backend is what the cluster view needs of the node serving the page.
 type Backend interface {
@@ -41,14 +44,22 @@ type nodeLister interface {
 // does not answer in time is shown as not answering.
 const probeTimeout = 2 * time.Second
 
-// Handler serves the page under Prefix: the embedded files and GET
-// /ui/cluster.
-func Handler(b Backend) http.Handler {
+// Page serves the web page: its files, which hold no data, and the cluster
+// view, which is a read of the registry's nodes. They are two routes so
+// that each can have its own permission.
+type Page struct {
+	b      Backend
+	files  http.Handler
+	client *http.Client
+}
+
+// New returns the page of the node b.
+func New(b Backend) *Page {
 	sub, err := fs.Sub(static, "static")
 	if err != nil {
 		panic(err) // the embedded tree is fixed at build time
 	}
-	h := &handler{
+	return &Page{
 		b:     b,
 		files: http.StripPrefix(Prefix, http.FileServer(http.FS(sub))),
 		client: &http.Client{
@@ -58,29 +69,22 @@ func Handler(b Backend) http.Handler {
 			Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute},
 		},
 	}
-	return h
 }
 
-type handler struct {
-	b      Backend
-	files  http.Handler
-	client *http.Client
-}
-
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	hdr := w.Header()
+func securityHeaders(hdr http.Header) {
 	// Nothing but this node: no inline script, no other origin.
 	hdr.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Referrer-Policy", "no-referrer")
-	if r.URL.Path == Prefix+"cluster" {
-		h.cluster(w, r)
-		return
-	}
+}
+
+// Files serves GET /ui/ and the files under it.
+func (p *Page) Files(w http.ResponseWriter, r *http.Request) {
+	securityHeaders(w.Header())
 	// The files change with the binary: a browser revalidates them rather
 	// than run an old page against an upgraded node.
-	hdr.Set("Cache-Control", "no-cache")
-	h.files.ServeHTTP(w, r)
+	w.Header().Set("Cache-Control", "no-cache")
+	p.files.ServeHTTP(w, r)
 }
 
 // ClusterNode is one node of GET /ui/cluster.
@@ -104,8 +108,12 @@ type ClusterView struct {
 	Nodes  []ClusterNode `json:"nodes"`
 }
 
-func (h *handler) cluster(w http.ResponseWriter, r *http.Request) {
-	view := h.clusterView(r)
+// Cluster serves GET /ui/cluster: every node this one knows of (itself, the
+// voters, the nodes announced in the registry), each with the status it
+// answered, asked in parallel.
+func (p *Page) Cluster(w http.ResponseWriter, r *http.Request) {
+	securityHeaders(w.Header())
+	view := p.clusterView(r)
 	b, err := json.Marshal(view)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -116,12 +124,12 @@ func (h *handler) cluster(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(append(b, '\n'))
 }
 
-func (h *handler) clusterView(r *http.Request) ClusterView {
-	self := h.b.Status()
-	view := ClusterView{Leader: h.b.RaftLeader()}
-	voters := h.b.RaftPeers()
+func (p *Page) clusterView(r *http.Request) ClusterView {
+	self := p.b.Status()
+	view := ClusterView{Leader: p.b.RaftLeader()}
+	voters := p.b.RaftPeers()
 	addrs := append([]string{self.Addr}, voters...)
-	if nl, ok := h.b.(nodeLister); ok {
+	if nl, ok := p.b.(nodeLister); ok {
 		if infos, err := nl.Nodes(); err == nil {
 			for _, ni := range infos {
 				addrs = append(addrs, ni.Addr)
@@ -148,7 +156,7 @@ func (h *handler) clusterView(r *http.Request) ClusterView {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h.probe(r, n)
+			p.probe(r, n)
 		}()
 	}
 	wg.Wait()
@@ -157,7 +165,7 @@ func (h *handler) clusterView(r *http.Request) ClusterView {
 
 // probe asks one node for its status, with the caller's credentials (a
 // status read is a read like any other once auth is on).
-func (h *handler) probe(r *http.Request, n *ClusterNode) {
+func (p *Page) probe(r *http.Request, n *ClusterNode) {
 	ctx, cancel := context.WithTimeout(r.Context(), probeTimeout)
 	defer cancel()
 	scheme := "http://"
@@ -172,7 +180,7 @@ func (h *handler) probe(r *http.Request, n *ClusterNode) {
 	if auth := r.Header.Get("Authorization"); auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
-	resp, err := h.client.Do(req)
+	resp, err := p.client.Do(req)
 	if err != nil {
 		n.Error = shortError(err)
 		return
