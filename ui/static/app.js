@@ -89,10 +89,13 @@ async function getJSON(path) {
 }
 
 function askToken(status, msg) {
-  $('token-note').textContent = status === 401
+  const note = status === 401
     ? 'This server asks for a token: ' + msg
     : 'The token may not do this: ' + msg;
-  if (document.activeElement !== $('token')) $('token').focus();
+  if ($('token-note').textContent === note) return;
+  $('token-note').textContent = note;
+  // Once per new request for a token: retries must not steal the focus.
+  $('token').focus();
 }
 
 // ------------------------------------------------------------ SSE streams
