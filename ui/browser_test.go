@@ -6,14 +6,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/discoverd/discoverd/api"
+	"github.com/discoverd/discoverd/httpapi"
 	"github.com/discoverd/discoverd/internal/browsertest"
 	"github.com/discoverd/discoverd/internal/testnode"
+	"github.com/discoverd/discoverd/ui"
 )
 
 // screenshots is where the tests save what the page looked like; it is
@@ -322,4 +326,72 @@ func registerMany(srv *testnode.Server, service string, from, n int) error {
 	wg.Wait()
 	close(errs)
 	return <-errs
+}
+
+// TestBrowserToken checks the page's seam for authentication against a
+// front that asks for a bearer token on every API request, as the server
+// does with auth on: the page asks for the token, keeps it for the tab, and
+// sends it on every request, streams included.
+func TestBrowserToken(t *testing.T) {
+	const secret = "s3cr3t-dash"
+	srv := testnode.Start(t, testnode.Options{TTL: 10 * time.Minute})
+	reg := registry{t, srv.URL()}
+	reg.do("PUT", "/services/web", nil)
+	reg.register("web", "web-1", "10.0.0.1:8080", nil)
+
+	apiHandler := httpapi.New(srv.Node(), httpapi.Options{})
+	var mu sync.Mutex
+	var refused []string
+	front := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The page's files hold no data: a browser loads them without a token.
+		if strings.HasPrefix(r.URL.Path, ui.Prefix) && r.URL.Path != ui.ClusterPath {
+			apiHandler.ServeHTTP(w, r)
+			return
+		}
+		if r.Header.Get("Authorization") != "Bearer "+secret {
+			mu.Lock()
+			refused = append(refused, r.Method+" "+r.URL.Path)
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"code": "unauthorized", "message": "a token is required", "retry": false}`)
+			return
+		}
+		apiHandler.ServeHTTP(w, r)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: front}
+	go hs.Serve(ln)
+	t.Cleanup(func() { srv.Node().EndStreams(); hs.Close() })
+	base := "http://" + ln.Addr().String()
+
+	b := browsertest.New(t, 1400, 900)
+	b.Navigate(base + "/ui/")
+	b.WaitFor("the page to ask for a token", `document.getElementById('token-note').textContent.includes('asks for a token') && document.activeElement.id === 'token'`, 0)
+	b.Keys(secret)
+	b.Click(`#token-form button[type="submit"]`)
+	b.WaitFor("the service list, read with the token", `document.querySelector('#services-body tr[data-service="web"]')`, 0)
+	var kept string
+	b.MustEval(`sessionStorage.getItem('discoverd.token')`, &kept)
+	if kept != secret {
+		t.Errorf("sessionStorage holds %q, want the token", kept)
+	}
+	mu.Lock()
+	refused = nil
+	mu.Unlock()
+	b.Click(`#services-body tr[data-service="web"] a`)
+	b.WaitFor("the instances, streamed with the token", row("web-1"), 0)
+	reg.register("web", "web-2", "10.0.0.2:8080", nil)
+	b.WaitFor("a live registration", row("web-2"), 0)
+	b.Click("#nav-cluster")
+	b.WaitFor("the cluster view, read with the token", `document.querySelector('#cluster-body tr')`, 0)
+	mu.Lock()
+	if len(refused) > 0 {
+		t.Errorf("requests sent without the token once it was given: %v", refused)
+	}
+	mu.Unlock()
+	b.NoConsoleErrors()
 }
