@@ -464,7 +464,9 @@ function renderService(st) {
   const now = Date.now();
   const leaderKey = st.leader ? st.leader.id + '@' + st.leader.index : '';
   const frag = document.createDocumentFragment();
+  let unknownAge = false;
   for (const { inst, seen } of rows.slice(from, from + PAGE_SIZE)) {
+    if (!seen) unknownAge = true;
     const isLeader = leaderKey === inst.id + '@' + inst.index;
     const meta = el('td', { class: 'meta' });
     if (inst.meta) for (const k of Object.keys(inst.meta).sort()) meta.append(el('code', null, k + '=' + inst.meta[k]));
@@ -478,6 +480,7 @@ function renderService(st) {
         seen ? ago(now - seen) : '≥ ' + ago(now - openedAt))));
   }
   $('instances-body').replaceChildren(frag);
+  $('age-note').hidden = !unknownAge;
   $('instances-table').hidden = rows.length === 0;
 
   let count = st.synced || all.length ? plural(all.length, 'instance', 'instances') : 'loading…';
