@@ -163,3 +163,31 @@ func TestRootAndPage(t *testing.T) {
 		t.Errorf("GET /ui/cluster: %s", body)
 	}
 }
+
+// TestServiceListStreamEnds checks that the node's EndStreams, which runs
+// before its HTTP server shuts down, ends the service list stream too, with
+// an error event, so that an open page does not hold the shutdown.
+func TestServiceListStreamEnds(t *testing.T) {
+	s := newServer(t)
+	st := s.stream("/services", nil)
+	st.summaries("the opening list", map[string]api.ServiceSummary{}, func(m map[string]api.ServiceSummary) bool { _, ok := m[""]; return ok })
+	s.n.EndStreams()
+	deadline := time.After(10 * time.Second)
+	sawError := false
+	for {
+		select {
+		case e, ok := <-st.events:
+			if !ok {
+				if !sawError {
+					t.Error("the stream ended without an error event")
+				}
+				return
+			}
+			if e.name == "error" {
+				sawError = true
+			}
+		case <-deadline:
+			t.Fatal("the service list stream is still open 10s after EndStreams")
+		}
+	}
+}

@@ -19,8 +19,11 @@ const serviceListCoalesce = 100 * time.Millisecond
 // never per instance), so it costs the apply path nothing but the wake-up of
 // one waiter.
 type ServiceWatch struct {
-	n      *Node
-	v      *voter
+	n *Node
+	v *voter
+	// ended is closed when the node ends every stream (EndStreams, before
+	// its HTTP server shuts down), so this one does not hold the shutdown.
+	ended  <-chan struct{}
 	sent   map[string]api.ServiceSummary
 	index  uint64
 	opened bool
@@ -32,7 +35,7 @@ func (n *Node) WatchServices() (api.ServiceWatch, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &ServiceWatch{n: n, v: v, sent: make(map[string]api.ServiceSummary)}, nil
+	return &ServiceWatch{n: n, v: v, ended: n.hub.endedChan(), sent: make(map[string]api.ServiceSummary)}, nil
 }
 
 // Next implements api.ServiceWatch.
@@ -78,10 +81,21 @@ func (w *ServiceWatch) Next(ctx context.Context) ([]api.ServiceSummary, error) {
 // installed from the leader moves the state without an apply), or with an
 // error when ctx ends or the voter stops.
 func (w *ServiceWatch) wait(ctx context.Context) error {
-	w.v.waitApplied(ctx, w.index+1)
+	waitCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-w.ended:
+			cancel()
+		case <-waitCtx.Done():
+		}
+	}()
+	w.v.waitApplied(waitCtx, w.index+1)
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-w.ended:
+		return ErrShutdown
 	case <-w.v.stopping:
 		return ErrShutdown
 	case <-w.n.closing:
@@ -93,6 +107,8 @@ func (w *ServiceWatch) wait(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-w.ended:
+		return ErrShutdown
 	case <-w.v.stopping:
 		return ErrShutdown
 	case <-t.C:
