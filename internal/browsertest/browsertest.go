@@ -44,6 +44,24 @@ type Browser struct {
 
 	mu     sync.Mutex
 	errors []string
+	// slowest is the longest script round trip since ResetSlowest: a page
+	// whose main thread is busy answers late.
+	slowest time.Duration
+}
+
+// ResetSlowest starts a new measure of the longest script round trip.
+func (b *Browser) ResetSlowest() {
+	b.mu.Lock()
+	b.slowest = 0
+	b.mu.Unlock()
+}
+
+// Slowest is the longest script round trip since ResetSlowest: how long
+// the page's main thread kept a script waiting at worst.
+func (b *Browser) Slowest() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.slowest
 }
 
 // New starts Chromium with a window of width×height pixels. It stops when
@@ -133,7 +151,12 @@ func (b *Browser) Navigate(url string) {
 func (b *Browser) Eval(expr string, out any) error {
 	ctx, cancel := context.WithTimeout(b.ctx, Wait)
 	defer cancel()
+	start := time.Now()
 	raw, err := chromedp.Run(ctx, chromedp.Evaluate[json.RawMessage](expr))
+	took := time.Since(start)
+	b.mu.Lock()
+	b.slowest = max(b.slowest, took)
+	b.mu.Unlock()
 	if err != nil {
 		return err
 	}
