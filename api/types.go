@@ -174,6 +174,8 @@ type Status struct {
 	Leader       string `json:"leader"`
 	AppliedIndex uint64 `json:"applied_index"`
 	Healthy      bool   `json:"healthy"`
+	// Version is the build of discoverd the node runs.
+	Version string `json:"version,omitempty"`
 }
 
 // AppliedCommand is the leader's answer to a write a follower forwarded to it

@@ -40,6 +40,11 @@ type Config struct {
 	// picks 100ms for a single voter and 500ms for a cluster.
 	RaftHeartbeatTimeout time.Duration
 
+	// LeaderWait is how long a request that needs the Raft leader waits for
+	// one while none is known (start-up, an election) before it fails with
+	// service_unavailable. Zero means 5s; negative means not at all.
+	LeaderWait time.Duration
+
 	// NATS enables the embedded NATS server. With it off, the node has no
 	// NATS transport and, in a cluster, no heartbeat feed between voters.
 	NATS bool
@@ -63,6 +68,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.InstanceTTL <= 0 {
 		c.InstanceTTL = 10 * time.Second
+	}
+	if c.LeaderWait == 0 {
+		c.LeaderWait = 5 * time.Second
 	}
 	if c.ExpiryCheckInterval <= 0 {
 		c.ExpiryCheckInterval = time.Second

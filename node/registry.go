@@ -7,6 +7,7 @@ import (
 
 	"github.com/discoverd/discoverd/api"
 	"github.com/discoverd/discoverd/fsm"
+	"github.com/discoverd/discoverd/internal/version"
 	"github.com/hashicorp/raft"
 )
 
@@ -322,7 +323,7 @@ func (n *Node) Subscribe(service string, kinds api.KindMask, lastEventID uint64,
 
 // Status describes the node.
 func (n *Node) Status() api.Status {
-	st := api.Status{Role: "proxy", Addr: n.advertise, Leader: n.RaftLeader()}
+	st := api.Status{Role: "proxy", Addr: n.advertise, Leader: n.RaftLeader(), Version: version.Get()}
 	if v := n.v.Load(); v != nil {
 		st.Role = roleName(v.raft.State())
 		st.AppliedIndex = v.fsm.AppliedIndex()

@@ -15,6 +15,7 @@ import (
 	"github.com/discoverd/discoverd/api"
 	"github.com/discoverd/discoverd/client"
 	"github.com/discoverd/discoverd/internal/testnode"
+	"github.com/discoverd/discoverd/internal/version"
 )
 
 // startServer starts a real single-node discoverd in process and returns
@@ -408,4 +409,26 @@ func TestRegisterAndWatch(t *testing.T) {
 	}
 	fails(t, addr, 1, `service "nope" does not exist`, "register", "nope", "10.0.0.1:80")
 	fails(t, addr, 1, "not host:port", "register", "web", "nope")
+}
+
+func TestVersion(t *testing.T) {
+	addr := startServer(t)
+	out := ok(t, addr, "--json", "version")
+	var v versions
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("version --json: %v in %q", err, out)
+	}
+	if v.Client != version.Get() {
+		t.Errorf("client version %q, want %q", v.Client, version.Get())
+	}
+	if len(v.Nodes) != 1 || v.Nodes[0].Addr != addr || v.Nodes[0].Role != "leader" || v.Nodes[0].Version != version.Get() {
+		t.Errorf("nodes %+v, want one leader at %s running %s", v.Nodes, addr, version.Get())
+	}
+	table := ok(t, addr, "version")
+	if !strings.Contains(table, "discoverctl") || !strings.Contains(table, addr) || !strings.Contains(table, "leader") {
+		t.Errorf("version table %q lacks the client or the node", table)
+	}
+	if out := ok(t, addr, "--version"); !strings.HasPrefix(out, "discoverctl "+version.Get()) {
+		t.Errorf("--version printed %q", out)
+	}
 }
