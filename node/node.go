@@ -13,6 +13,7 @@ import (
 	"github.com/discoverd/discoverd/api"
 	"github.com/discoverd/discoverd/bus"
 	"github.com/discoverd/discoverd/fsm"
+	"github.com/discoverd/discoverd/internal/dirlock"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -131,6 +132,9 @@ type Node struct {
 	voters      []string
 	proxyLeader string
 
+	// lock keeps other processes off the data dir while the node runs.
+	lock *dirlock.Lock
+
 	closeOnce sync.Once
 	closing   chan struct{}
 	wg        sync.WaitGroup
@@ -145,8 +149,15 @@ func New(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
+	// Before anything in the directory is opened: a second process would
+	// otherwise wait forever on the Raft store's lock.
+	lock, err := dirlock.Acquire(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
+		lock.Release()
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Addr, err)
 	}
 	advertise := cfg.Advertise
@@ -161,12 +172,14 @@ func New(cfg Config) (*Node, error) {
 		heartbeats: newHeartbeatTable(),
 		fwd:        newForwarder(),
 		closing:    make(chan struct{}),
+		lock:       lock,
 	}
 	n.metrics = newMetrics(n)
 	n.mux = newPortMux(ln, advertisedAddr(advertise))
 	if cfg.NATS {
 		if err := n.startNATS(); err != nil {
 			n.mux.close()
+			lock.Release()
 			return nil, err
 		}
 	}
@@ -175,6 +188,7 @@ func New(cfg Config) (*Node, error) {
 		if err != nil {
 			n.stopNATS()
 			n.mux.close()
+			lock.Release()
 			return nil, err
 		}
 		n.v.Store(v)
@@ -360,6 +374,9 @@ func (n *Node) Close() error {
 		n.wg.Wait()
 		n.stopNATS()
 		n.mux.close()
+		if lerr := n.lock.Release(); err == nil {
+			err = lerr
+		}
 	})
 	return err
 }

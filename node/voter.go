@@ -104,7 +104,9 @@ func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 		// quarter less file for the same log, and less CPU per commit. The
 		// map freelist allocates in O(1) where the array one scans. Every
 		// commit is still fdatasync'd (NoSync stays off).
-		BoltOptions: &bbolt.Options{NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
+		// The Timeout is a second guard behind the data dir lock (the
+		// node's dirlock): never wait forever on the file.
+		BoltOptions: &bbolt.Options{NoFreelistSync: true, FreelistType: bbolt.FreelistMapType, Timeout: 5 * time.Second},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening raft store: %w", err)
