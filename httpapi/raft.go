@@ -17,7 +17,9 @@ type Cluster interface {
 	// empty command is a read barrier answered with the leader's index.
 	ApplyForwarded(ctx context.Context, cmd []byte) (*api.AppliedCommand, error)
 	Nodes() ([]api.NodeInfo, error)
-	RaftLeader() string
+	// WaitRaftLeader is the Raft leader's address, waiting a while (the
+	// node's leader wait) when none is known; "" when none came.
+	WaitRaftLeader(ctx context.Context) string
 	RaftPeers() []string
 	AddPeer(ctx context.Context, addr string) error
 	RemovePeer(ctx context.Context, addr string) error
@@ -38,7 +40,7 @@ func (h *handler) clusterRoutes(c Cluster) []route {
 			h.answer(w, nodes, err)
 		}},
 		{"GET", "/raft/leader", func(w http.ResponseWriter, r *http.Request) {
-			leader := c.RaftLeader()
+			leader := c.WaitRaftLeader(r.Context())
 			if leader == "" {
 				h.fail(w, api.Errorf(api.CodeUnavailable, "no raft leader is known to this node"))
 				return

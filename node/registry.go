@@ -30,14 +30,14 @@ func (n *Node) applyEncoded(ctx context.Context, cmd []byte) (*fsm.Result, error
 	if err != nil {
 		return nil, err
 	}
-	if v.isLeader() {
+	leader, isLeader := n.awaitLeader(ctx, v)
+	if isLeader {
 		return v.applyLocal(ctx, cmd)
 	}
-	leader, _ := v.raft.LeaderWithID()
 	if leader == "" {
 		return nil, n.noLeaderError()
 	}
-	res, err := n.fwd.forward(ctx, string(leader), cmd)
+	res, err := n.fwd.forward(ctx, leader, cmd)
 	if err != nil {
 		return nil, err
 	}
@@ -128,10 +128,10 @@ func (n *Node) heartbeat(ctx context.Context, service string, inst *api.Instance
 	if err != nil {
 		return nil, err
 	}
-	if !v.inContact() {
+	if !n.awaitCond(ctx, v.inContact) {
 		return nil, n.noLeaderError()
 	}
-	if err := v.inStepErr(); err != nil {
+	if err := v.inStepErr(); err != nil && !n.awaitCond(ctx, func() bool { return v.inStepErr() == nil }) {
 		return nil, err
 	}
 	// The table keys on the state machine's own strings, so it keeps no
@@ -213,17 +213,17 @@ func (n *Node) Consistent(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if v.isLeader() {
+	leader, isLeader := n.awaitLeader(ctx, v)
+	if isLeader {
 		if err := v.raft.VerifyLeader().Error(); err != nil {
 			return raftError(err)
 		}
 		return nil
 	}
-	leader, _ := v.raft.LeaderWithID()
 	if leader == "" {
 		return n.noLeaderError()
 	}
-	res, err := n.fwd.forward(ctx, string(leader), nil)
+	res, err := n.fwd.forward(ctx, leader, nil)
 	if err != nil {
 		return err
 	}
@@ -241,6 +241,9 @@ func (n *Node) readyVoter() (*voter, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The read methods take no context: the wait is bounded by
+	// Config.LeaderWait alone.
+	n.awaitCond(context.Background(), v.ready.Load)
 	return v, v.readyErr()
 }
 
