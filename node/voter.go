@@ -58,6 +58,7 @@ type voter struct {
 // Restore both run on Raft's FSM goroutine, so the flag needs no lock.
 type raftFSM struct {
 	*fsm.FSM
+	heartbeats *heartbeatTable
 	restoring bool
 	waiters   appliedWaiters
 }
@@ -65,7 +66,13 @@ type raftFSM struct {
 func (r *raftFSM) Restore(rc io.ReadCloser) error {
 	r.restoring = true
 	defer func() { r.restoring = false }()
-	return r.FSM.Restore(rc)
+	if err := r.FSM.Restore(rc); err != nil {
+		return err
+	}
+	// Whatever a restore brought back gets a full TTL from now: the times
+	// heard before describe another state.
+	r.heartbeats.resetAll(time.Now().UnixNano())
+	return nil
 }
 
 const raftDBFile = "raft.db"
@@ -77,7 +84,7 @@ const raftDBFile = "raft.db"
 func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 	cfg := n.cfg
 	v := &voter{n: n, stopping: make(chan struct{}), started: time.Now()}
-	rv := &raftFSM{}
+	rv := &raftFSM{heartbeats: n.heartbeats}
 	v.raftFSM = rv
 	v.fsm = fsm.New(func(events []api.Event) { n.onEvents(events, rv.restoring) })
 	rv.FSM = v.fsm
@@ -117,11 +124,12 @@ func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 		store.Close()
 		return nil, err
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, rc.Logger)
+	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, rc.Logger)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("opening snapshot store: %w", err)
 	}
+	snaps := indexedStore{fileSnaps}
 	v.stream = n.mux.newRaftListener()
 	v.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  raftStream{v.stream},

@@ -18,18 +18,28 @@ import (
 )
 
 var commands = map[string]*command{
-	"services":       {nargs: 0, setup: noFlags(cmdServices)},
-	"add-service":    {args: "SVC", nargs: 1, setup: addService},
-	"remove-service": {args: "SVC", nargs: 1, setup: noFlags(cmdRemoveService)},
-	"instances":      {args: "SVC", nargs: 1, setup: noFlags(cmdInstances)},
-	"leader":         {args: "SVC", nargs: 1, setup: noFlags(cmdLeader)},
-	"register":       {args: "SVC ADDR", nargs: 2, setup: register, long: true},
-	"watch":          {args: "SVC", nargs: 1, setup: noFlags(cmdWatch), long: true},
-	"meta get":       {args: "SVC", nargs: 1, setup: noFlags(cmdMetaGet)},
-	"meta set":       {args: "SVC JSON", nargs: 2, setup: metaSet},
-	"peers":          {nargs: 0, setup: noFlags(cmdPeers)},
-	"status":         {nargs: 0, setup: noFlags(cmdStatus)},
-	"version":        {nargs: 0, setup: noFlags(cmdVersion)},
+	"services":         {nargs: 0, setup: noFlags(cmdServices)},
+	"add-service":      {args: "SVC", nargs: 1, setup: addService},
+	"remove-service":   {args: "SVC", nargs: 1, setup: noFlags(cmdRemoveService)},
+	"instances":        {args: "SVC", nargs: 1, setup: noFlags(cmdInstances)},
+	"leader":           {args: "SVC", nargs: 1, setup: noFlags(cmdLeader)},
+	"register":         {args: "SVC ADDR", nargs: 2, setup: register, long: true},
+	"watch":            {args: "SVC", nargs: 1, setup: noFlags(cmdWatch), long: true},
+	"meta get":         {args: "SVC", nargs: 1, setup: noFlags(cmdMetaGet)},
+	"meta set":         {args: "SVC JSON", nargs: 2, setup: metaSet},
+	"peers":            {nargs: 0, setup: noFlags(cmdPeers)},
+	"status":           {nargs: 0, setup: noFlags(cmdStatus)},
+	"version":          {nargs: 0, setup: noFlags(cmdVersion)},
+	"snapshot save":    {args: "FILE", nargs: 1, setup: noFlags(cmdSnapshotSave)},
+	"snapshot restore": {args: "FILE", nargs: 1, setup: noFlags(cmdSnapshotRestore)},
+	"snapshot inspect": {args: "FILE", nargs: 1, setup: noFlags(cmdSnapshotInspect)},
+}
+
+// subcommands are the commands named by two words, with the second words
+// they take.
+var subcommands = map[string]string{
+	"meta":     "get or set",
+	"snapshot": "save, restore or inspect",
 }
 
 type runFunc = func(e *env, args []string) error

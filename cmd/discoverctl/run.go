@@ -141,11 +141,11 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if name == "help" {
 		return flag.ErrHelp
 	}
-	if name == "meta" {
+	if sub, ok := subcommands[name]; ok {
 		if len(rest) == 0 {
-			return usagef("meta needs a subcommand: get or set")
+			return usagef("%s needs a subcommand: %s", name, sub)
 		}
-		name, rest = "meta "+rest[0], rest[1:]
+		name, rest = name+" "+rest[0], rest[1:]
 	}
 	cmd, ok := commands[name]
 	if !ok {
