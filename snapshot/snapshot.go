@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/discoverd/discoverd/api"
@@ -114,20 +115,20 @@ func Parse(data []byte) (*File, error) {
 	if !bytes.HasPrefix(sumLine, []byte(checksumPrefix)) || last <= len(Magic) {
 		return nil, bad("it does not end with its checksum line (cut short?)")
 	}
-	want, err := hex.DecodeString(string(sumLine[len(checksumPrefix):]))
-	if err != nil || len(want) != sha256.Size {
+	want := string(sumLine[len(checksumPrefix):])
+	if len(want) != 2*sha256.Size || strings.ToLower(want) != want {
 		return nil, bad("its checksum line is malformed")
 	}
-	got := sha256.Sum256(data[:last])
-	if !bytes.Equal(got[:], want) {
-		return nil, bad("checksum mismatch: the file is damaged (sha256 %x, the file says %x)", got, want)
+	sum := sha256.Sum256(data[:last])
+	if got := hex.EncodeToString(sum[:]); got != want {
+		return nil, bad("checksum mismatch: the file is damaged (sha256 %s, the file says %s)", got, want)
 	}
 	rest := data[len(Magic):last]
 	nl := bytes.IndexByte(rest, '\n')
 	if nl < 0 {
 		return nil, bad("no header line")
 	}
-	f := &File{Registry: rest[nl+1:], Checksum: hex.EncodeToString(want), Size: int64(len(data))}
+	f := &File{Registry: rest[nl+1:], Checksum: want, Size: int64(len(data))}
 	if err := json.Unmarshal(rest[:nl], &f.Header); err != nil {
 		return nil, bad("malformed header: %v", err)
 	}

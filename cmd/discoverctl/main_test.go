@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -431,4 +432,40 @@ func TestVersion(t *testing.T) {
 	if out := ok(t, addr, "--version"); !strings.HasPrefix(out, "discoverctl "+version.Get()) {
 		t.Errorf("--version printed %q", out)
 	}
+}
+
+func TestSnapshotSaveInspectRestore(t *testing.T) {
+	addr := startServer(t)
+	ok(t, addr, "add-service", "web")
+	c := client.New(addr)
+	defer c.Close()
+	hb, err := c.RegisterInstance(context.Background(), "web", &api.Instance{ID: "a", Addr: "10.0.0.1:80", Proto: "http"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hb.Close()
+	file := t.TempDir() + "/backup.snap"
+	if out := ok(t, addr, "snapshot", "save", file); !strings.Contains(out, "1 services, 1 instances") {
+		t.Errorf("snapshot save printed %q", out)
+	}
+	// inspect needs no server: this one is unreachable.
+	out := ok(t, "127.0.0.1:1", "snapshot", "inspect", file)
+	for _, want := range []string{"web", "instances", "index", "size", "sha256"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("snapshot inspect output lacks %q:\n%s", want, out)
+		}
+	}
+	ok(t, addr, "remove-service", "web")
+	if out := ok(t, addr, "snapshot", "restore", file); !strings.Contains(out, "restored") {
+		t.Errorf("snapshot restore printed %q", out)
+	}
+	if out := ok(t, addr, "instances", "web"); !strings.Contains(out, "10.0.0.1:80") {
+		t.Errorf("after the restore, instances web: %q", out)
+	}
+	damaged := t.TempDir() + "/damaged.snap"
+	data, _ := os.ReadFile(file)
+	os.WriteFile(damaged, data[:len(data)-5], 0o644)
+	fails(t, addr, 1, "not a valid discoverd snapshot", "snapshot", "inspect", damaged)
+	fails(t, addr, 1, "not a valid discoverd snapshot", "snapshot", "restore", damaged)
+	fails(t, addr, exitUsage, "snapshot needs a subcommand", "snapshot")
 }
