@@ -59,8 +59,8 @@ type voter struct {
 type raftFSM struct {
 	*fsm.FSM
 	heartbeats *heartbeatTable
-	restoring bool
-	waiters   appliedWaiters
+	restoring  bool
+	waiters    appliedWaiters
 }
 
 func (r *raftFSM) Restore(rc io.ReadCloser) error {
