@@ -128,10 +128,15 @@ func (n *Node) heartbeat(ctx context.Context, service string, inst *api.Instance
 	if err != nil {
 		return nil, err
 	}
-	if !n.awaitCond(ctx, v.inContact) {
+	// An HTTP heartbeat waits out a start-up or an election like any
+	// request that needs the leader. One from NATS does not: its
+	// subscription serves every heartbeat in turn, and a wait would hold up
+	// the rest behind it.
+	wait := func(cond func() bool) bool { return cond() || !fromBus && n.awaitCond(ctx, cond) }
+	if !wait(v.inContact) {
 		return nil, n.noLeaderError()
 	}
-	if err := v.inStepErr(); err != nil && !n.awaitCond(ctx, func() bool { return v.inStepErr() == nil }) {
+	if err := v.inStepErr(); err != nil && !wait(func() bool { return v.inStepErr() == nil }) {
 		return nil, err
 	}
 	// The table keys on the state machine's own strings, so it keeps no

@@ -98,6 +98,7 @@ var workloads = []workload{
 	{"heartbeat-nats-req", "heartbeats over NATS request/reply by --concurrency requesters", runHeartbeatNATSReq},
 	{"register", "new instances through Raft with --concurrency writers", runRegister},
 	{"register-large", "register into a service already holding --large-instances", runRegisterLarge},
+	{"snapshot", "heartbeats and registrations with --large-instances held, alone and while backups (GET /raft/snapshot) are taken", runSnapshot},
 	{"event-latency-sse", "registration request sent -> its up event over SSE", runEventLatencySSE},
 	{"event-latency-nats", "registration request sent -> its up event over NATS", runEventLatencyNATS},
 	{"fanout-sse", "leader change seen by --subscribers SSE streams", runFanoutSSE},
