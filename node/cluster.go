@@ -259,6 +259,7 @@ func (n *Node) voterUpkeep(ctx context.Context, v *voter) {
 		}
 	}
 	voters := n.clusterVoters()
+	n.updateCommandMax(voters, nodes)
 	n.multiVoter.Store(len(voters) > 1)
 	n.setVoters(voters)
 	if n.nats == nil {

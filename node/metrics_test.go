@@ -65,7 +65,7 @@ func TestMetricsFollowPrometheusConventions(t *testing.T) {
 		t.Errorf("status version %q, want %q", got, version.Get())
 	}
 	for _, name := range []string{
-		"discoverd_build_info", "discoverd_voter", "discoverd_raft_leader", "discoverd_raft_voters",
+		"discoverd_build_info", "discoverd_raft_commands_applied_total", "discoverd_cluster_max_command_type", "discoverd_voter", "discoverd_raft_leader", "discoverd_raft_voters",
 		"discoverd_raft_term", "discoverd_raft_commit_index", "discoverd_raft_applied_index",
 		"discoverd_services", "discoverd_instances",
 		"discoverd_heartbeat_table_entries", "discoverd_heartbeat_feed_connected",

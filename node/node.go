@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/discoverd/discoverd/bus"
 	"github.com/discoverd/discoverd/fsm"
 	"github.com/discoverd/discoverd/internal/dirlock"
+	"github.com/discoverd/discoverd/internal/version"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -46,6 +48,15 @@ type Config struct {
 	// service_unavailable. Zero means 5s; negative means not at all.
 	LeaderWait time.Duration
 
+	// MaxCommandType is the newest Raft command type this node claims to
+	// apply; zero means fsm.MaxCommandType, and so does anything above it.
+	// A lower one makes the node stand in for an older release: it
+	// announces that type, and stops at any entry of a newer one as that
+	// release would (see the upgrade tests). The environment variable
+	// DISCOVERD_CLAIM_MAX_COMMAND_TYPE sets it in a built binary; it is
+	// deliberately not a flag, being for tests of rolling upgrades only.
+	MaxCommandType fsm.CommandType
+
 	// NATS enables the embedded NATS server. With it off, the node has no
 	// NATS transport and, in a cluster, no heartbeat feed between voters.
 	NATS bool
@@ -69,6 +80,14 @@ func (c *Config) setDefaults() {
 	}
 	if c.InstanceTTL <= 0 {
 		c.InstanceTTL = 10 * time.Second
+	}
+	if c.MaxCommandType == 0 {
+		if v, err := strconv.ParseUint(os.Getenv(claimMaxCommandTypeEnv), 10, 8); err == nil {
+			c.MaxCommandType = fsm.CommandType(v)
+		}
+	}
+	if c.MaxCommandType == 0 || c.MaxCommandType > fsm.MaxCommandType {
+		c.MaxCommandType = fsm.MaxCommandType
 	}
 	if c.LeaderWait == 0 {
 		c.LeaderWait = 5 * time.Second
@@ -132,6 +151,14 @@ type Node struct {
 	voters      []string
 	proxyLeader string
 
+	// commandMax is the newest command type every voter applies, as the
+	// node table says (see upgrade.go).
+	commandMax atomic.Uint32
+	// fatal carries the error that stopped the node from within (a command
+	// type it does not know); see Fatal.
+	fatal     chan error
+	fatalOnce sync.Once
+
 	// lock keeps other processes off the data dir while the node runs.
 	lock *dirlock.Lock
 
@@ -173,7 +200,9 @@ func New(cfg Config) (*Node, error) {
 		fwd:        newForwarder(),
 		closing:    make(chan struct{}),
 		lock:       lock,
+		fatal:      make(chan error, 1),
 	}
+	n.commandMax.Store(uint32(min(fsm.BaselineCommandType, cfg.MaxCommandType)))
 	n.metrics = newMetrics(n)
 	n.mux = newPortMux(ln, advertisedAddr(advertise))
 	if cfg.NATS {
@@ -267,7 +296,7 @@ func (n *Node) NATSURL() string {
 
 // Info is what this node announces to the cluster.
 func (n *Node) Info() api.NodeInfo {
-	info := api.NodeInfo{Addr: n.advertise}
+	info := api.NodeInfo{Addr: n.advertise, Version: version.Get(), MaxCommandType: uint8(n.cfg.MaxCommandType)}
 	if n.nats != nil {
 		if a := n.nats.ClientAddr(); a != bus.ClientAddrOff {
 			info.NATSAddr = n.reachable(a)

@@ -64,6 +64,17 @@ func (v *voter) applyLocal(ctx context.Context, cmd []byte) (*fsm.Result, error)
 			return nil, api.Errorf(api.CodeUnavailable, "request deadline passed before the write was sent")
 		}
 	}
+	// The leader writes a command type only once every voter applies it
+	// (see upgrade.go); a follower of an older release may have sent the
+	// newer form, or a newer one the older.
+	if len(cmd) > 0 {
+		if max := v.n.clusterCommandMax(); fsm.CommandType(cmd[0]) > max {
+			var err error
+			if cmd, err = fsm.ForMaxType(cmd, max); err != nil {
+				return nil, err
+			}
+		}
+	}
 	f := v.raft.Apply(cmd, timeout)
 	if err := f.Error(); err != nil {
 		return nil, raftError(err)
@@ -159,9 +170,9 @@ func (n *Node) heartbeat(ctx context.Context, service string, inst *api.Instance
 		n.heartbeats.touch(hbKey{name, stored.ID}, time.Now().UnixNano())
 		return stored, nil
 	}
-	// The compact encoding: a third of the JSON's bytes in the log, and no
-	// reflection to build or to apply.
-	res, err := n.applyEncoded(ctx, fsm.EncodeAddInstance(service, inst))
+	// The compact encoding (a third of the JSON's bytes in the log, and no
+	// reflection to build or to apply) once every voter applies it.
+	res, err := n.applyEncoded(ctx, n.encodeRegistration(service, inst))
 	if err != nil {
 		return nil, err
 	}

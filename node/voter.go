@@ -60,7 +60,22 @@ type raftFSM struct {
 	*fsm.FSM
 	heartbeats *heartbeatTable
 	restoring  bool
-	waiters    appliedWaiters
+	// maxType, counts, stopped, stopping and onUnknown: see checkEntry.
+	maxType   fsm.CommandType
+	counts    commandCounts
+	stopped   atomic.Bool
+	stopping  <-chan struct{}
+	onUnknown func(t fsm.CommandType, index uint64)
+	waiters   appliedWaiters
+}
+
+// Snapshot refuses once the node stopped applying: its state no longer
+// matches the index Raft would record.
+func (r *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
+	if r.stopped.Load() {
+		return nil, errStoppedApplying
+	}
+	return r.FSM.Snapshot()
 }
 
 func (r *raftFSM) Restore(rc io.ReadCloser) error {
@@ -84,7 +99,8 @@ const raftDBFile = "raft.db"
 func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 	cfg := n.cfg
 	v := &voter{n: n, stopping: make(chan struct{}), started: time.Now()}
-	rv := &raftFSM{heartbeats: n.heartbeats}
+	rv := &raftFSM{heartbeats: n.heartbeats, maxType: cfg.MaxCommandType, stopping: v.stopping}
+	rv.onUnknown = func(t fsm.CommandType, index uint64) { n.stopFatally(n.unknownCommand(t, index)) }
 	v.raftFSM = rv
 	v.fsm = fsm.New(func(events []api.Event) { n.onEvents(events, rv.restoring) })
 	rv.FSM = v.fsm

@@ -199,6 +199,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	select {
 	case sig := <-sigs:
 		log.Info().Str("signal", sig.String()).Msg("shutting down")
+	case err := <-n.Fatal():
+		// The node met a Raft entry it cannot apply and closed itself.
+		runErr = err
 	case err := <-serveErr:
 		if !errors.Is(err, http.ErrServerClosed) {
 			runErr = fmt.Errorf("serving HTTP: %w", err)
