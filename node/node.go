@@ -263,7 +263,14 @@ func (n *Node) startNATS() error {
 	n.nats, n.nc = srv, nc
 	n.publisher = bus.NewEventPublisher(nc, n.log)
 	n.hub.onEvent(n.publishEvent)
-	n.log.Info().Str("client", srv.ClientAddr()).Str("cluster", srv.ClusterAddr()).Str("leaf", srv.LeafAddr()).Msg("nats started")
+	ev := n.log.Info().Str("nats_client_addr", srv.ClientAddr())
+	if a := srv.ClusterAddr(); a != "" {
+		ev = ev.Str("nats_cluster_addr", a)
+	}
+	if a := srv.LeafAddr(); a != "" {
+		ev = ev.Str("nats_leaf_addr", a)
+	}
+	ev.Msg("nats started")
 	return nil
 }
 

@@ -224,7 +224,10 @@ func (v *voter) watchLeadership() {
 			} else if lost := v.raft.LastContact(); !lost.IsZero() {
 				v.n.heartbeats.atLeast(lost.UnixNano())
 			}
-			v.n.log.Info().Bool("heartbeat_feed_trusted", trusted).Msg("became raft leader")
+			// Said as what it means for instances: either the heartbeat
+			// times this node heard as a follower stand, or every instance
+			// gets a full TTL from now.
+			v.n.log.Info().Bool("kept_heartbeat_times", trusted).Msg("became raft leader")
 			// A new leader may not have applied everything its predecessor
 			// committed; the barrier waits until it has, so that it neither
 			// serves, expires nor republishes from an old state.
