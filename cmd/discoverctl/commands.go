@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/discoverd/discoverd/api"
 	"github.com/discoverd/discoverd/client"
@@ -410,7 +411,8 @@ func cmdVersion(e *env, _ []string) error {
 	}
 	for _, addr := range addrs {
 		nv := nodeVersion{Addr: addr}
-		c := client.NewWithOptions([]string{addr}, client.WithRetryTimeout(0))
+		// A node that is down is reported, not waited for.
+		c := client.NewWithOptions([]string{addr}, client.WithRetryTimeout(time.Second))
 		st, err := c.Status(e.ctx)
 		c.Close()
 		if err != nil {
