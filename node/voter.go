@@ -361,6 +361,10 @@ func (v *voter) awaitBarrier() bool {
 		if err == nil {
 			return true
 		}
+		if errors.Is(err, raft.ErrRaftShutdown) {
+			// The node is stopping: nothing to wait for, nothing to warn of.
+			return false
+		}
 		v.n.log.Warn().Err(err).Msg("waiting for the log to be applied after election")
 		select {
 		case <-v.stopping:
