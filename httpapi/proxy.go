@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/discoverd/discoverd/api"
 	"github.com/discoverd/discoverd/ui"
+	"github.com/discoverd/discoverd/snapshot"
 	"github.com/rs/zerolog"
 )
 
@@ -83,11 +85,15 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var body []byte
 	if r.Body != nil && r.Body != http.NoBody {
 		var err error
-		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+		limit := int64(MaxBodyBytes)
+		if r.URL.Path == snapshotPath {
+			limit = snapshot.MaxBytes
+		}
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				p.fail(w, http.StatusRequestEntityTooLarge, &api.Error{Code: api.CodeValidation, Message: "request body is larger than the limit of 1048576 bytes"})
+				p.fail(w, http.StatusRequestEntityTooLarge, &api.Error{Code: api.CodeValidation, Message: fmt.Sprintf("request body is larger than the limit of %d bytes", limit)})
 				return
 			}
 			p.fail(w, http.StatusBadRequest, api.Errorf(api.CodeValidation, "reading the request body failed: %v", err))
