@@ -145,6 +145,11 @@ func TestRouteRoleTable(t *testing.T) {
 		"DELETE /raft/peers/{addr}":                 {perm: "admin", allowed: 400},
 		"POST /raft/promote":                        {perm: "admin", allowed: 400},
 		"POST /raft/demote":                         {perm: "admin", allowed: 400},
+		"GET /{$}":                                  {perm: "open", allowed: 404},
+		"GET /ui/":                                  {perm: "open", allowed: 200},
+		"GET /ui/cluster":                           {perm: "read", allowed: 200},
+		"GET /raft/snapshot":                        {perm: "admin", allowed: 200},
+		"PUT /raft/snapshot":                        {perm: "admin", body: "not a snapshot", allowed: 400},
 	}
 	callers := []struct{ name, secret string }{
 		{"none", ""},
@@ -191,7 +196,7 @@ func TestRouteRoleTable(t *testing.T) {
 				s.as(t, "PUT", "/services/"+service+"/leader", `{"id": "i1"}`, 200)
 				s.as(t, "PUT", "/services/"+service+"/meta", `{"data": 1, "index": 0}`, 200)
 				method, path, _ := strings.Cut(key, " ")
-				path = strings.NewReplacer("{service}", service, "{id}", "i1", "{addr}", "bad").Replace(path)
+				path = strings.NewReplacer("{service}", service, "{id}", "i1", "{addr}", "bad", "{$}", "").Replace(path)
 				status, e, resp := s.send(t, method, path, c.secret, rc.body, nil)
 				if status < 400 {
 					resp.Body.Close()

@@ -10,10 +10,13 @@
 // GET /metrics serves the Backend's Prometheus registry with promhttp; a
 // proxy answers it itself, as it does /ping and /.well-known/status.
 //
+// GET /ui/ is the web page of package ui, mounted in the route table; GET /
+// sends a browser there.
+//
 // With Options.Auth, every route needs the permission declared for it in
 // the route table (guard.go); GET /ping stays open.
 //
-// It may import the standard library, packages api and auth, zerolog, and
+// It may import the standard library, packages api, auth and ui, zerolog, and
 // client_golang's prometheus (the registry's type) and promhttp (its
 // exposition over HTTP).
 package httpapi

@@ -17,6 +17,7 @@ import (
 
 	"github.com/discoverd/discoverd/api"
 	"github.com/discoverd/discoverd/auth"
+	"github.com/discoverd/discoverd/ui"
 )
 
 // MaxBodyBytes bounds every request body.
@@ -82,6 +83,7 @@ func New(b Backend, opts Options) http.Handler {
 		h.keepAlive = DefaultKeepAlive
 	}
 	h.metricsHTTP = newMetricsHandler(b, h.log)
+	page := ui.New(uiBackend(b))
 	routes := []route{
 		{"GET", "/services", auth.PermRead, h.getServices},
 		{"PUT", "/services/{service}", auth.PermService, h.putService},
@@ -99,6 +101,11 @@ func New(b Backend, opts Options) http.Handler {
 		// carries the node's health and role, no registry data.
 		{"GET", "/.well-known/status", auth.PermOpen, h.status},
 		{"GET", "/metrics", auth.PermRead, h.metrics},
+		// The root sends a browser to the page; the page's files hold no
+		// data and load without a token (the page then asks for one).
+		{"GET", "/{$}", auth.PermOpen, h.root},
+		{"GET", ui.Prefix, auth.PermOpen, page.Files},
+		{"GET", ui.ClusterPath, auth.PermRead, page.Cluster},
 	}
 	if c, ok := b.(Cluster); ok {
 		routes = append(routes, h.clusterRoutes(c)...)
@@ -184,11 +191,22 @@ func (h *handler) setIndex(w http.ResponseWriter, idx uint64) {
 
 var jsonContentType = []string{"application/json"}
 
-// writeBody writes a complete JSON body.
+// newline ends every JSON body, as the output of a JSON command-line tool
+// ends: callers append it to their pooled buffer, and writeBody adds it to a
+// body that lacks it.
+var newline = []byte{'\n'}
+
+// writeBody writes a complete JSON body, ending with a newline. Every JSON
+// answer goes through it (the instances list writes its own chunks, and
+// ends with "]\n"); a missing newline is a second Write into the response's
+// buffer, not a copy of the body.
 func writeBody(w http.ResponseWriter, status int, body []byte) {
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+	if len(body) > 0 && body[len(body)-1] != '\n' {
+		_, _ = w.Write(newline)
+	}
 }
 
 // writeError answers err as an api.Error JSON body with its status, with

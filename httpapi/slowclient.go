@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -13,9 +14,9 @@ import (
 const (
 	// ReadHeaderTimeout bounds reading a request's headers.
 	ReadHeaderTimeout = 10 * time.Second
-	// BodyTimeout bounds reading a request's whole body, from the end of its
-	// headers. At the 1 MiB body limit it still lets a client on a 100 kB/s
-	// link through; a body that stops arriving is cut off with a 400.
+	// BodyTimeout is how long a request body may go without a byte
+	// arriving: a body that stops arriving is cut off with a 400. A body
+	// that keeps arriving (a large snapshot restore) is not cut.
 	BodyTimeout = 10 * time.Second
 	// IdleTimeout closes a keep-alive connection idle between requests.
 	IdleTimeout = 2 * time.Minute
@@ -67,7 +68,9 @@ type bodyDeadlines struct {
 	timeout time.Duration
 	mu      sync.Mutex
 	open    map[*deadlineBody]struct{}
-	closing bool
+	// closing is set at shutdown; atomic, as a body reads it under its own
+	// lock (cutAll takes mu, then each body's).
+	closing atomic.Bool
 }
 
 var deadlineBodies = sync.Pool{New: func() any { return new(deadlineBody) }}
@@ -86,9 +89,9 @@ func (bd *bodyDeadlines) wrap(h http.Handler) http.Handler {
 			return
 		}
 		b := deadlineBodies.Get().(*deadlineBody)
-		*b = deadlineBody{body: r.Body, rc: rc, owner: bd}
+		*b = deadlineBody{body: r.Body, rc: rc, owner: bd, timeout: bd.timeout, extended: time.Now()}
 		bd.mu.Lock()
-		if bd.closing {
+		if bd.closing.Load() {
 			rc.SetReadDeadline(time.Now())
 		}
 		bd.open[b] = struct{}{}
@@ -107,7 +110,7 @@ func (bd *bodyDeadlines) wrap(h http.Handler) http.Handler {
 func (bd *bodyDeadlines) cutAll() {
 	bd.mu.Lock()
 	defer bd.mu.Unlock()
-	bd.closing = true
+	bd.closing.Store(true)
 	now := time.Now()
 	for b := range bd.open {
 		b.cut(now)
@@ -122,6 +125,11 @@ type deadlineBody struct {
 	body  io.ReadCloser
 	rc    *http.ResponseController
 	owner *bodyDeadlines
+	// timeout is the deadline's length; extended is when it was last
+	// pushed back. A body still arriving has it pushed back once it is half
+	// spent, so a large upload is not cut while a stalled one is.
+	timeout  time.Duration
+	extended time.Time
 	// mu orders lifting the deadline against cutting it at shutdown.
 	mu   sync.Mutex
 	done bool
@@ -131,8 +139,23 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	n, err := b.body.Read(p)
 	if err == io.EOF {
 		b.finish()
+	} else if n > 0 && err == nil {
+		if now := time.Now(); now.Sub(b.extended) > b.timeout/2 {
+			b.extend(now)
+		}
 	}
 	return n, err
+}
+
+// extend pushes the deadline back after progress, unless the body was cut.
+func (b *deadlineBody) extend(now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done || b.owner.closing.Load() {
+		return
+	}
+	b.extended = now
+	b.rc.SetReadDeadline(now.Add(b.timeout))
 }
 
 func (b *deadlineBody) Close() error { return b.body.Close() }

@@ -109,3 +109,32 @@ func TestStalledBodyDoesNotDelayShutdown(t *testing.T) {
 	}
 	awaitEnd(t, conn, 5*time.Second)
 }
+
+// A body that keeps arriving, slower than the deadline in total, is not cut.
+func TestSlowButSteadyBodyIsNotCut(t *testing.T) {
+	const deadline = time.Second
+	_, addr, entered := slowServer(t, deadline)
+	body := `{"addr": "10.0.0.1:80", "proto": "http", "meta": {"pad": "` + strings.Repeat("x", 64) + `"}}`
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "PUT /services/slow/instances/a HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
+	<-entered
+	// A piece every 300 ms: 3 s in all, three times the deadline.
+	tick := time.NewTicker(300 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; i < len(body); i += len(body)/10 + 1 {
+		<-tick.C
+		if _, err := conn.Write([]byte(body[i:min(i+len(body)/10+1, len(body))])); err != nil {
+			t.Fatalf("the server cut a body still arriving: %v", err)
+		}
+	}
+	// The service does not exist: a 404 says the body was read to its end.
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.Contains(status, " 404 ") {
+		t.Fatalf("answer %q (%v), want the route's own 404", status, err)
+	}
+}

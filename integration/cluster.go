@@ -30,6 +30,10 @@ type Cluster struct {
 	mu     sync.Mutex
 	// sec, when set, runs every node with TLS and auth (WithSecurity).
 	sec *Security
+
+	// noStartWait and nodeConfig: see NoStartWait and WithNodeConfig.
+	noStartWait bool
+	nodeConfig  func(i int, cfg *node.Config)
 }
 
 // Node is one member of a Cluster.
@@ -53,6 +57,18 @@ type Option func(*Cluster)
 // WithTTL sets the instance TTL and expiry check interval.
 func WithTTL(ttl, check time.Duration) Option {
 	return func(c *Cluster) { c.TTL, c.Expiry = ttl, check }
+}
+
+// NoStartWait makes NewCluster return as soon as every node listens,
+// before the voters have elected a leader.
+func NoStartWait() Option {
+	return func(c *Cluster) { c.noStartWait = true }
+}
+
+// WithNodeConfig lets a test change each node's config (i is the node's
+// index) before it first starts.
+func WithNodeConfig(fn func(i int, cfg *node.Config)) Option {
+	return func(c *Cluster) { c.nodeConfig = fn }
 }
 
 // NewCluster starts voters + proxies nodes and waits for a Raft leader. The
@@ -97,6 +113,9 @@ func NewCluster(t testing.TB, voters, proxies int, opts ...Option) *Cluster {
 		if c.sec != nil {
 			c.sec.apply(&nd.cfg)
 		}
+		if c.nodeConfig != nil {
+			c.nodeConfig(nd.Index, &nd.cfg)
+		}
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, total)
@@ -115,7 +134,9 @@ func NewCluster(t testing.TB, voters, proxies int, opts ...Option) *Cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	c.WaitForLeader(10 * time.Second)
+	if !c.noStartWait {
+		c.WaitForLeader(10 * time.Second)
+	}
 	return c
 }
 

@@ -9,7 +9,7 @@
 // register-large, event-latency (event-latency-sse, event-latency-nats),
 // detect, fanout (fanout-sse, fanout-nats), memory, and all.
 //
-// It imports only the shared api types and nats.go, never server packages,
+// It imports only the shared api types, the version and nats.go, never server packages,
 // so it can be pointed at any server that speaks the API. Every workload
 // creates its own service, bench-<workload>-<random>, and deletes it after.
 package main
@@ -33,6 +33,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/discoverd/discoverd/internal/version"
 )
 
 // Result is one row of the report (one object of the --json array).
@@ -79,9 +81,10 @@ type config struct {
 	keepServices bool
 	render       string
 	// https, token and ca: a secured server set for heartbeat-https.
-	https []string
-	token string
-	ca    string
+	https       []string
+	token       string
+	ca          string
+	showVersion bool
 }
 
 // workload is one named benchmark. A workload may produce several rows
@@ -103,6 +106,7 @@ var workloads = []workload{
 	{"heartbeat-nats-req", "heartbeats over NATS request/reply by --concurrency requesters", runHeartbeatNATSReq},
 	{"register", "new instances through Raft with --concurrency writers", runRegister},
 	{"register-large", "register into a service already holding --large-instances", runRegisterLarge},
+	{"snapshot", "heartbeats and registrations with --large-instances held, alone and while backups (GET /raft/snapshot) are taken", runSnapshot},
 	{"event-latency-sse", "registration request sent -> its up event over SSE", runEventLatencySSE},
 	{"event-latency-nats", "registration request sent -> its up event over NATS", runEventLatencyNATS},
 	{"fanout-sse", "leader change seen by --subscribers SSE streams", runFanoutSSE},
@@ -166,12 +170,13 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	fs.StringVar(&httpsList, "https", "", "comma list of HTTPS URLs of a server with TLS and auth, for heartbeat-https (compared with heartbeat-http in the same run)")
 	fs.StringVar(&cfg.token, "token", "", "bearer token for the --https servers")
 	fs.StringVar(&cfg.ca, "ca", "", "PEM CA of the --https servers")
+	fs.BoolVar(&cfg.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&cfg.render, "render", "", "print the table of a --json output `file` and exit (no workloads run)")
 	fs.Usage = usage(fs, stderr)
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
-	if cfg.render != "" {
+	if cfg.render != "" || cfg.showVersion {
 		return cfg, nil, nil
 	}
 	cfg.http = splitList(httpList)
@@ -262,6 +267,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "discoverd-bench:", err)
 		return 2
+	}
+	if cfg.showVersion {
+		fmt.Fprintln(stdout, version.String("discoverd-bench"))
+		return 0
 	}
 	if cfg.render != "" {
 		return render(cfg.render, stdout, stderr)
