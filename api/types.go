@@ -2,6 +2,7 @@ package api
 
 import (
 	"crypto/md5"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 )
@@ -190,4 +191,13 @@ type AppliedCommand struct {
 	Index    uint64       `json:"index"`
 	Instance *Instance    `json:"instance,omitempty"`
 	Meta     *ServiceMeta `json:"meta,omitempty"`
+}
+
+// NATSTokenUser is the NATS user name under which a client that knows only
+// its token's secret logs in (with the secret as the password): a digest of
+// the secret, so the client needs no other name and the name shows nothing
+// of the secret.
+func NATSTokenUser(secret string) string {
+	sum := sha256.Sum256([]byte("discoverd nats user\x00" + secret))
+	return "token-" + hex.EncodeToString(sum[:12])
 }

@@ -1,17 +1,13 @@
 package bus
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
-	"errors"
 	"net/url"
-	"slices"
 	"strings"
-	"sync/atomic"
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/discoverd/discoverd/api"
 	"github.com/discoverd/discoverd/auth"
 )
 
@@ -22,7 +18,8 @@ const NodeUser = "discoverd-node"
 
 // ServerAuth turns NATS auth on: every token is a NATS user with the subject
 // permissions of its role. A client logs in with user = the token's name and
-// password = its secret, or with the secret alone as a NATS token.
+// password = its secret, or, knowing only the secret, with user =
+// api.NATSTokenUser(secret) and the same password.
 type ServerAuth struct {
 	Tokens []*auth.Token
 	// NodePassword is NodeUser's password. Every node of a cluster uses the
@@ -78,88 +75,13 @@ func natsUsers(a *ServerAuth) []*server.User {
 		default:
 			continue
 		}
-		users = append(users, u)
+		// The same user under the name a client derives from the secret
+		// alone (client.WithToken).
+		alias := *u
+		alias.Username = api.NATSTokenUser(t.Secret)
+		users = append(users, u, &alias)
 	}
 	return users
-}
-
-// authenticator is the server's client and leafnode authentication: it
-// finds the user by secret (through its SHA-256, compared in constant time),
-// so a client needs only its token, and it swaps users at runtime without a
-// server reload.
-type authenticator struct {
-	state atomic.Pointer[authState]
-}
-
-type authState struct {
-	bySecret map[[sha256.Size]byte]*server.User
-	byName   map[string]*server.User
-}
-
-func newAuthState(a *ServerAuth) (*authState, error) {
-	if a.NodePassword == "" {
-		return nil, errors.New("bus: NATS auth needs a node password")
-	}
-	st := &authState{bySecret: map[[sha256.Size]byte]*server.User{}, byName: map[string]*server.User{}}
-	for _, u := range natsUsers(a) {
-		st.bySecret[sha256.Sum256([]byte(u.Password))] = u
-		st.byName[u.Username] = u
-	}
-	return st, nil
-}
-
-// Check implements server.Authentication.
-func (a *authenticator) Check(c server.ClientAuthentication) bool {
-	o := c.GetOpts()
-	secret := o.Password
-	if secret == "" {
-		secret = o.Token
-	}
-	if secret == "" {
-		return false
-	}
-	h := sha256.Sum256([]byte(secret))
-	u := a.state.Load().bySecret[h]
-	if u == nil {
-		return false
-	}
-	uh := sha256.Sum256([]byte(u.Password))
-	if subtle.ConstantTimeCompare(h[:], uh[:]) != 1 || (o.Username != "" && o.Username != u.Username) {
-		return false
-	}
-	c.RegisterUser(&server.User{Username: u.Username, Permissions: u.Permissions})
-	return true
-}
-
-// swap puts a's users in force and returns the names whose access changed
-// (removed, or a new secret or permissions).
-func (a *authenticator) swap(next *authState) []string {
-	prev := a.state.Swap(next)
-	if prev == nil {
-		return nil
-	}
-	var changed []string
-	for name, old := range prev.byName {
-		u := next.byName[name]
-		if u == nil || u.Password != old.Password || !samePermissions(u.Permissions, old.Permissions) {
-			changed = append(changed, name)
-		}
-	}
-	return changed
-}
-
-func samePermissions(a, b *server.Permissions) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return sameSubjects(a.Publish, b.Publish) && sameSubjects(a.Subscribe, b.Subscribe)
-}
-
-func sameSubjects(a, b *server.SubjectPermission) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return slices.Equal(a.Allow, b.Allow) && slices.Equal(a.Deny, b.Deny)
 }
 
 // withNodeUser puts NodeUser's credentials into leafnode remote URLs.

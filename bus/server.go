@@ -97,9 +97,6 @@ type ServerConfig struct {
 	// Auth, when set, makes every token a NATS user and requires a user on
 	// every client and leafnode connection (see natsUsers).
 	Auth *ServerAuth
-	// authn checks logins while Auth is set; StartServer makes it, and it
-	// stays the same across reloads (SetAuth swaps its users).
-	authn *authenticator
 	// Trace turns on NATS protocol tracing (every protocol line, at zerolog
 	// trace level). It has effect only if Log passes the trace level.
 	Trace bool
@@ -124,14 +121,6 @@ type Server struct {
 func StartServer(cfg ServerConfig) (*Server, error) {
 	cfg.Routes = slices.Clone(cfg.Routes)
 	cfg.LeafRemotes = normalizeRemotes(cfg.LeafRemotes)
-	if cfg.Auth != nil {
-		st, err := newAuthState(cfg.Auth)
-		if err != nil {
-			return nil, err
-		}
-		cfg.authn = &authenticator{}
-		cfg.authn.swap(st)
-	}
 	opts, err := buildOptions(&cfg)
 	if err != nil {
 		return nil, err
@@ -284,8 +273,11 @@ func buildOptions(cfg *ServerConfig) (*server.Options, error) {
 		o.LeafNode.TLSConfig = t.Peer
 		o.LeafNode.TLSTimeout = tlsTimeout.Seconds()
 	}
-	if cfg.authn != nil {
-		o.CustomClientAuthentication = cfg.authn
+	if cfg.Auth != nil {
+		if cfg.Auth.NodePassword == "" {
+			return nil, errors.New("bus: NATS auth needs a node password")
+		}
+		o.Users = natsUsers(cfg.Auth)
 	}
 	if len(cfg.LeafRemotes) > 0 {
 		urls, err := hostPortURLs("nats-leaf", cfg.LeafRemotes, "leafnode remote")
@@ -513,36 +505,21 @@ func (s *Server) SetLeafRemotes(remotes []string) error {
 	return nil
 }
 
-// SetAuth replaces the NATS users (after the auth file was reloaded) and
-// closes the connections of users that were removed or whose secret or
-// permissions changed. Auth cannot be turned on or off at runtime.
+// SetAuth replaces the NATS users (after the auth file was reloaded). The
+// server closes the connections of users it no longer has, or whose
+// password changed. Auth cannot be turned on or off at runtime.
 func (s *Server) SetAuth(a *ServerAuth) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if (a == nil) != (s.cfg.Auth == nil) {
 		return errors.New("bus: NATS auth cannot be turned on or off while the server runs")
 	}
-	if a == nil {
-		return nil
-	}
-	st, err := newAuthState(a)
-	if err != nil {
+	next := s.cfg
+	next.Auth = a
+	if err := s.reload(&next); err != nil {
 		return err
 	}
-	s.cfg.Auth = a
-	changed := s.cfg.authn.swap(st)
-	if len(changed) == 0 {
-		return nil
-	}
-	cz, err := s.ns.Connz(&server.ConnzOptions{Username: true, Limit: maxConns})
-	if err != nil {
-		return err
-	}
-	for _, ci := range cz.Conns {
-		if slices.Contains(changed, ci.AuthorizedUser) {
-			s.ns.DisconnectClientByID(ci.Cid)
-		}
-	}
+	s.cfg = next
 	return nil
 }
 

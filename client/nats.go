@@ -154,7 +154,7 @@ func (c *Client) natsConn() *nats.Conn {
 		opts = append(opts, nats.Secure(c.sec.tls.Clone()))
 	}
 	if c.sec.token != "" {
-		opts = append(opts, nats.Token(c.sec.token))
+		opts = append(opts, nats.UserInfo(api.NATSTokenUser(c.sec.token), c.sec.token))
 	}
 	opts = append(opts, c.nats.opts...)
 	nc, err := nats.Connect(strings.Join(c.natsURLs(), ","), opts...)

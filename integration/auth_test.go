@@ -165,12 +165,16 @@ func TestNATSAuth(t *testing.T) {
 		wantViolation(t, errs, bus.EventSubject("web", api.EventUp))
 	})
 
-	t.Run("the secret alone logs in as a NATS token", func(t *testing.T) {
-		nc, err := nats.Connect(url, nats.Token("secret-read"), nats.MaxReconnects(0))
+	t.Run("the secret alone logs in, under the user name derived from it", func(t *testing.T) {
+		nc, err := nats.Connect(url, nats.UserInfo(api.NATSTokenUser("secret-read"), "secret-read"), nats.MaxReconnects(0))
 		if err != nil {
-			t.Fatalf("token login: %v", err)
+			t.Fatalf("login with the derived name: %v", err)
 		}
 		nc.Close()
+		if nc, err := nats.Connect(url, nats.UserInfo(api.NATSTokenUser("secret-read"), "secret-web"), nats.MaxReconnects(0)); err == nil {
+			nc.Close()
+			t.Fatal("a derived name logged in with another token's secret")
+		}
 	})
 
 	t.Run("a reload closes the connections of removed tokens", func(t *testing.T) {
