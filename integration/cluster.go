@@ -315,7 +315,12 @@ func testLogger(i int) zerolog.Logger {
 	if err != nil {
 		l = zerolog.InfoLevel
 	}
-	return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(l).With().Timestamp().Int("node", i).Logger()
+	// Milliseconds, because a failure on a busy machine is read from the
+	// gaps between lines.
+	w := zerolog.ConsoleWriter{Out: os.Stderr, NoColor: true, TimeFormat: "15:04:05.000", FormatTimestamp: func(any) string {
+		return time.Now().Format("15:04:05.000")
+	}}
+	return zerolog.New(w).Level(l).With().Int("node", i).Logger()
 }
 
 // WaitForFeeds waits until every running voter's NATS heartbeat feed has
