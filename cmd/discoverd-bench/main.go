@@ -152,7 +152,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	fs.DurationVar(&cfg.ttl, "ttl", 10*time.Second, "the server's --instance-ttl (detect reports time to down minus this)")
 	fs.IntVar(&cfg.pid, "pid", 0, "server process id for memory (default: the process listening on the first --http port)")
 	fs.IntVar(&cfg.natsConns, "nats-conns", 2, "NATS connections used to publish and request")
-	fs.DurationVar(&cfg.wait, "wait", 0, "first wait up to this long until every server is healthy, agrees on the Raft leader and their NATS routes carry messages (for servers just started)")
+	fs.DurationVar(&cfg.wait, "wait", 0, "before each workload, wait up to this long until every server is healthy, agrees on the Raft leader and their NATS routes carry messages (for servers just started, or that a workload cost their leader)")
 	fs.DurationVar(&cfg.settle, "settle", 2*time.Second, "memory: wait this long after registering before reading RSS")
 	fs.BoolVar(&cfg.json, "json", false, "print one JSON array instead of a table")
 	fs.BoolVar(&cfg.stdClient, "std-client", false, "use net/http for the load loops instead of the lean keep-alive client")
@@ -280,14 +280,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	var results []Result
-	for _, name := range names {
+	for i, name := range names {
 		if ctx.Err() != nil {
 			break
 		}
 		wl := findWorkload(name)
-		b.progress.start(name)
-		rows := wl.run(ctx, b)
-		b.progress.stop()
+		var rows []Result
+		if i > 0 && cfg.wait > 0 {
+			// A workload that loaded the servers hard may have cost them
+			// their Raft leader for a while (on a busy host, an election);
+			// the next one starts on a settled cluster, as the first did.
+			b.progress.start("ready")
+			if err := b.awaitReady(ctx); err != nil {
+				rows = failed(name, err)
+			}
+			b.progress.stop()
+		}
+		if rows == nil {
+			b.progress.start(name)
+			rows = wl.run(ctx, b)
+			b.progress.stop()
+		}
 		for _, r := range rows {
 			if !cfg.json {
 				// Rows are printed as they finish too, so a long run shows them.
