@@ -139,7 +139,7 @@ func runHeartbeatNATS(ctx context.Context, b *bench) []Result {
 	}
 	defer closeAll()
 	subj := heartbeatSubject(svc)
-	var published, dropped atomic.Int64
+	var published, dropped, lagging atomic.Int64
 	b.progress.set("publishing", &published, 0, b.cfg.duration)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -182,6 +182,7 @@ func runHeartbeatNATS(ctx context.Context, b *bench) []Result {
 					switch {
 					case lag > pubLag:
 						batch, window = max(batch/2, pubMinBatch), 1
+						lagging.Add(1)
 					case lag < pubLag/4:
 						batch, window = min(batch*2, pubBatch), min(window*2, pubMarkers)
 					}
@@ -269,6 +270,9 @@ func runHeartbeatNATS(ctx context.Context, b *bench) []Result {
 	}
 	row.Note += fmt.Sprintf("processed rate; published for %s, the server caught up %s later (%d conns, %d instances, <= %d in flight per conn)",
 		pubDone.Round(time.Millisecond), (elapsed - pubDone).Round(time.Millisecond), len(conns), len(payloads), pubBatch*pubMarkers)
+	if l := lagging.Load(); l > 0 {
+		row.Note += fmt.Sprintf("; %d markers answered over %s late, the window shrank", l, pubLag)
+	}
 	return []Result{row}
 }
 
