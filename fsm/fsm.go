@@ -395,6 +395,24 @@ func (f *FSM) Instances(name string) ([]*api.Instance, error) {
 	return s.instances(), nil
 }
 
+// AppendInstances appends a service's instances, in order of index, to dst
+// and returns it: a caller that reuses dst (the DNS server, per query) reads
+// a service without allocating.
+func (f *FSM) AppendInstances(dst []*api.Instance, name string) ([]*api.Instance, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s, err := f.service(name)
+	if err != nil {
+		return dst, err
+	}
+	for _, inst := range s.order[s.head:] {
+		if inst != nil {
+			dst = append(dst, inst)
+		}
+	}
+	return dst, nil
+}
+
 // Lookup returns one instance and the service's name as the state machine
 // holds it, so a caller keeping the name does not keep its own copy. A nil
 // instance with a nil error means the service exists and the instance does
