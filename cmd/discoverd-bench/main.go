@@ -6,9 +6,9 @@
 //
 // Workloads: heartbeat-http, heartbeat-nats, heartbeat-nats-req, register,
 // register-large, event-latency (event-latency-sse, event-latency-nats),
-// detect, fanout (fanout-sse, fanout-nats), memory, and all.
+// detect, fanout (fanout-sse, fanout-nats), memory, dns (with --dns), and all.
 //
-// It imports only the shared api types and nats.go, never server packages,
+// It imports only the shared api types, nats.go and miekg/dns, never server packages,
 // so it can be pointed at any server that speaks the API. Every workload
 // creates its own service, bench-<workload>-<random>, and deletes it after.
 package main
@@ -75,6 +75,8 @@ type config struct {
 	noProgress   bool
 	keepServices bool
 	render       string
+	dnsAddr      string
+	dnsDomain    string
 }
 
 // workload is one named benchmark. A workload may produce several rows
@@ -100,6 +102,7 @@ var workloads = []workload{
 	{"fanout-sse", "leader change seen by --subscribers SSE streams", runFanoutSSE},
 	{"fanout-nats", "leader change seen by --subscribers NATS subscribers", runFanoutNATS},
 	{"detect", "last heartbeat -> down event, minus --ttl", runDetect},
+	{"dns", "DNS queries/s over UDP (A and SRV of 100 instances, a leader name) against --dns and a plain miekg/dns server", runDNS},
 }
 
 // aliases name groups of workloads.
@@ -154,6 +157,8 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	fs.BoolVar(&cfg.stdClient, "std-client", false, "use net/http for the load loops instead of the lean keep-alive client")
 	fs.BoolVar(&cfg.noProgress, "no-progress", false, "no progress line on stderr")
 	fs.BoolVar(&cfg.keepServices, "keep-services", false, "do not delete the bench services afterwards")
+	fs.StringVar(&cfg.dnsAddr, "dns", "", "the server's DNS address (host:port, its --dns-addr); the dns workload is skipped without one")
+	fs.StringVar(&cfg.dnsDomain, "dns-domain", "discoverd.", "the server's --dns-domain")
 	fs.StringVar(&cfg.render, "render", "", "print the table of a --json output `file` and exit (no workloads run)")
 	fs.Usage = usage(fs, stderr)
 	if err := fs.Parse(args); err != nil {
