@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,9 +40,9 @@ var dnsQueries = []dnsQuery{
 
 // runDNS: queries per second over UDP, --concurrency sockets, for the A and
 // SRV records of a service of 100 instances and for its leader's name, then
-// the same queries against a plain miekg/dns server in this process that
-// answers from a fixed set of the same records: the ceiling of this machine
-// and this client.
+// the same queries against a plain miekg/dns server in a process of its own
+// (this program, run again) that answers from a fixed set of the same
+// records: the ceiling of this machine and this client.
 func runDNS(ctx context.Context, b *bench) []Result {
 	const name = "dns"
 	if b.cfg.dnsAddr == "" {
@@ -76,7 +81,7 @@ func runDNS(ctx context.Context, b *bench) []Result {
 	if err := awaitDNS(ctx, b.cfg.dnsAddr, fqdn+".", dnsInstances); err != nil {
 		return failed(name, err)
 	}
-	base, stopBase, err := startBaseline(svc, zone)
+	base, stopBase, err := spawnBaseline(svc, zone)
 	if err != nil {
 		return failed(name, err)
 	}
@@ -221,4 +226,70 @@ func startBaseline(svc, zone string) (string, func(), error) {
 	go srv.ActivateAndServe()
 	<-started
 	return pc.LocalAddr().String(), func() { srv.Shutdown() }, nil
+}
+
+// baselineEnv, when set to "SERVICE ZONE", makes this program serve the
+// baseline's records instead of benchmarking: it prints the server's
+// address on stdout and serves until its stdin closes.
+const baselineEnv = "DISCOVERD_BENCH_DNS_BASELINE"
+
+// serveBaselineIfAsked is the baseline process's main; it reports false
+// when this process is not one.
+func serveBaselineIfAsked() bool {
+	v := os.Getenv(baselineEnv)
+	if v == "" {
+		return false
+	}
+	svc, zone, _ := strings.Cut(v, " ")
+	addr, stop, err := startBaseline(svc, zone)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "baseline DNS server:", err)
+		os.Exit(1)
+	}
+	fmt.Println(addr)
+	io.Copy(io.Discard, os.Stdin)
+	stop()
+	os.Exit(0)
+	return true
+}
+
+// spawnBaseline runs the baseline server in a child process, so that it
+// competes with the load loops for the CPU as a server process does, and
+// not inside them.
+func spawnBaseline(svc, zone string) (string, func(), error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), baselineEnv+"="+svc+" "+zone)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() {
+		stdin.Close()
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		stop()
+		return "", nil, fmt.Errorf("the baseline DNS server did not start: %v", err)
+	}
+	return strings.TrimSpace(line), stop, nil
 }

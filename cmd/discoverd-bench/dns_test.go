@@ -1,12 +1,20 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/discoverd/discoverd/dnsapi"
 	"github.com/discoverd/discoverd/internal/testnode"
 )
+
+// TestMain lets the test binary serve the dns workload's baseline, as the
+// command does when it runs itself again.
+func TestMain(m *testing.M) {
+	serveBaselineIfAsked()
+	os.Exit(m.Run())
+}
 
 // TestDNSWorkload runs the dns workload against a node's DNS server: six
 // rows (discoverd and the baseline, for A, SRV and leader), each with

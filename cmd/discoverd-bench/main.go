@@ -113,6 +113,7 @@ var aliases = map[string][]string{
 }
 
 func main() {
+	serveBaselineIfAsked()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
