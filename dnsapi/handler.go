@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/miekg/dns"
 	"github.com/rs/zerolog"
@@ -104,6 +105,7 @@ type scratch struct {
 	seen  []netip.Addr
 	seenM map[netip.Addr]struct{}
 	hosts []string
+	names []byte // SRV target names, see srvRecords
 	buf   []byte
 }
 
@@ -524,6 +526,19 @@ func (h *Handler) addrRR(s *scratch, owner string, ip netip.Addr) dns.RR {
 // additional section carries the targets' address records.
 func (h *Handler) srvRecords(s *scratch, owner, service string, leader, tcp bool) {
 	q := s.q[0].Name
+	if !leader {
+		// Every target name is written into one buffer, sized first so
+		// that it never moves: the names are strings over it, alive only
+		// until the reply is packed, and a query allocates none.
+		size := 0
+		for _, inst := range s.insts {
+			size += len(inst.ID) + len(service) + len("._i.") + 1 + len(h.domain)
+		}
+		if cap(s.names) < size {
+			s.names = make([]byte, 0, size)
+		}
+		s.names = s.names[:0]
+	}
 	for _, inst := range s.insts {
 		host, ip, port, ok := splitAddr(inst.Addr)
 		if !ok {
@@ -536,7 +551,13 @@ func (h *Handler) srvRecords(s *scratch, owner, service string, leader, tcp bool
 		case leader:
 			target = owner
 		default:
-			target = inst.ID + "." + service + "._i." + h.domain
+			start := len(s.names)
+			s.names = append(s.names, inst.ID...)
+			s.names = append(s.names, '.')
+			s.names = append(s.names, service...)
+			s.names = append(s.names, "._i."...)
+			s.names = append(s.names, h.domain...)
+			target = unsafe.String(&s.names[start], len(s.names)-start)
 		}
 		s.srv = append(s.srv, dns.SRV{
 			Hdr:      dns.RR_Header{Name: q, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: h.ttl},
