@@ -563,8 +563,7 @@ func TestManualLeader(t *testing.T) {
 	s.wantError(s.do("GET", "/services/db/leader", "", nil), 404, api.CodeNotFound)
 
 	ls := s.stream("/services/db/leader", nil)
-	ls.expect(api.EventLeader, "")
-	ls.expect(api.EventCurrent, "")
+	ls.expect(api.EventCurrent, "") // no leader: no leader event in the prelude
 
 	r := s.must("PUT", "/services/db/leader", `{"id":"b"}`)
 	var leader api.Instance
