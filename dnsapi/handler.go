@@ -387,6 +387,7 @@ func (h *Handler) answer(s *scratch, n parsedName, q dns.Question, tcp bool) int
 		found := false
 		for _, inst := range s.insts {
 			if strings.EqualFold(inst.ID, n.id) {
+				clear(s.insts[1:]) // the pooled buffer keeps no other instance alive
 				s.insts[0], s.insts = inst, s.insts[:1]
 				found = true
 				break
