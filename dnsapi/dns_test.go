@@ -331,7 +331,7 @@ func rawAnswers(m *dns.Msg) []string {
 // TestDNSLeaderFollowsExpiry: when the leader stops heartbeating and
 // expires, leader.{service} answers the next oldest instance.
 func TestDNSLeaderFollowsExpiry(t *testing.T) {
-	const ttl = time.Second
+	const ttl = 2 * time.Second
 	s := startDNS(t, ttl, dnsapi.Options{})
 	s.addService("db")
 	s.register("db", "a", "10.0.0.1:5432", "tcp")
