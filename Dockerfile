@@ -4,13 +4,19 @@
 # pull images, so there is no golang build stage) and copied into an empty
 # image. Build both with `make image` (or `make cluster-up`), which runs:
 #
-#   CGO_ENABLED=0 go build -o bin/docker/discoverd ./cmd/discoverd
+#   CGO_ENABLED=0 go build -ldflags "-X github.com/discoverd/discoverd/internal/version.Version=$(git describe --tags --always --dirty)" \
+#     -o bin/docker/discoverd ./cmd/discoverd
 #   CGO_ENABLED=0 go build -o bin/docker/healthcheck ./docker/healthcheck
 #   docker build -t discoverd:latest .
 #
 # No CA certificates or time zone data are needed: discoverd speaks plain
 # HTTP, Raft and NATS, and logs in UTC.
 FROM scratch
+
+# The version baked into the binary, recorded on the image too:
+# docker build --build-arg VERSION=... (scripts/cluster.sh passes it).
+ARG VERSION=devel
+LABEL org.opencontainers.image.version=$VERSION
 
 COPY bin/docker/discoverd /discoverd
 COPY bin/docker/healthcheck /healthcheck

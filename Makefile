@@ -3,6 +3,10 @@
 GO      ?= go
 BIN     := bin
 GOFLAGS ?=
+# The version every binary reports (--version, /.well-known/status, /metrics):
+# the git tag or commit, with -dirty for uncommitted changes.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -X github.com/discoverd/discoverd/internal/version.Version=$(VERSION)
 
 .PHONY: help build test test-short vet fmt clean
 
@@ -16,7 +20,7 @@ help:
 	@echo "make test-cluster run the fault scenarios against a compose cluster (needs Docker)"
 
 build:
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 test:
 	$(GO) test -race -timeout 20m ./...

@@ -152,6 +152,12 @@ type NodeInfo struct {
 	NATSAddr    string `json:"nats_addr,omitempty"`
 	NATSCluster string `json:"nats_cluster_addr,omitempty"`
 	NATSLeaf    string `json:"nats_leaf_addr,omitempty"`
+	// Version is the build of discoverd the node runs.
+	Version string `json:"version,omitempty"`
+	// MaxCommandType is the newest Raft command type the node applies; the
+	// leader writes a type only once every voter applies it. 0: a node from
+	// before nodes announced it.
+	MaxCommandType uint8 `json:"max_command_type,omitempty"`
 }
 
 // Peer is one voter and whether it is the Raft leader. GET /raft/peers
@@ -174,6 +180,8 @@ type Status struct {
 	Leader       string `json:"leader"`
 	AppliedIndex uint64 `json:"applied_index"`
 	Healthy      bool   `json:"healthy"`
+	// Version is the build of discoverd the node runs.
+	Version string `json:"version,omitempty"`
 }
 
 // AppliedCommand is the leader's answer to a write a follower forwarded to it

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
@@ -26,9 +27,18 @@ type natsLogger struct {
 
 var _ server.Logger = natsLogger{}
 
-func (l natsLogger) Noticef(format string, v ...any) { l.log.Info().Msgf(format, v...) }
-func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn().Msgf(format, v...) }
-func (l natsLogger) Errorf(format string, v ...any)  { l.log.Error().Msgf(format, v...) }
+func (l natsLogger) Noticef(format string, v ...any) {
+	// The start-up banner's indented detail lines ("  Version: ...",
+	// "  Git: [not set]", "  ID: ...") tell a user nothing to act on; the
+	// node's own "nats started" line names the ports.
+	if strings.HasPrefix(format, "  ") {
+		l.log.Debug().Msgf(format, v...)
+		return
+	}
+	l.log.Info().Msgf(format, v...)
+}
+func (l natsLogger) Warnf(format string, v ...any)  { l.log.Warn().Msgf(format, v...) }
+func (l natsLogger) Errorf(format string, v ...any) { l.log.Error().Msgf(format, v...) }
 func (l natsLogger) Fatalf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
 	l.log.Error().Bool("fatal", true).Msg(msg)

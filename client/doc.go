@@ -2,7 +2,9 @@
 // keeps them alive (Heartbeater), reads and writes services, leaders and
 // service meta, and watches a service's events (Watcher, Leaders) with
 // reconnection and reconciliation, so that a watcher's view always converges
-// to the server's after a server restart or failover.
+// to the server's after a server restart or failover. With WithCheck
+// (HTTPCheck, TCPCheck or a CheckFunc) an instance is registered only while
+// its health check passes, and the Heartbeater reports the check's state.
 //
 // It talks to discoverd over its HTTP API (JSON and Server-Sent Events) and,
 // with WithNATS, over NATS for heartbeats and event subscriptions. A Client

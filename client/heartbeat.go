@@ -24,6 +24,7 @@ type regConfig struct {
 	onError func(error)
 	proto   string
 	id      string
+	check   *checkConfig
 }
 
 // HeartbeatTTL sets the TTL the Heartbeater assumes for this instance
@@ -95,6 +96,15 @@ type Heartbeater struct {
 	lastOK        time.Time
 	lastConfirmed time.Time
 	err           error
+
+	// check is nil without WithCheck; state is its state (CheckPassing
+	// without a check), and changes reports each change of it. registered
+	// says whether a checked instance is meant to be on the server: set
+	// before its registration is sent, cleared before its DELETE.
+	check      *checkConfig
+	state      CheckState
+	changes    chan CheckState
+	registered bool
 }
 
 // Register registers an instance at addr (host:port) of service with meta
@@ -146,8 +156,26 @@ func (c *Client) register(ctx context.Context, service string, in *api.Instance,
 		inst:    in,
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
+		check:   cfg.check,
+		state:   CheckState{Status: CheckPassing, Since: time.Now()},
+		changes: make(chan CheckState, changesBuffer),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
+	if h.check != nil {
+		if h.check.check == nil {
+			h.cancel()
+			return nil, api.Errorf(api.CodeValidation, "WithCheck was given no check")
+		}
+		// Registered only once the check passes; a mistyped service name
+		// is still an error now rather than a registration failing forever.
+		if _, err := c.Instances(ctx, service); err != nil {
+			h.cancel()
+			return nil, err
+		}
+		h.state = CheckState{Status: CheckUnknown, Since: time.Now()}
+		go h.runChecked(h.check)
+		return h, nil
+	}
 	if err := h.send(ctx, in, retryOpts{}, true); err != nil {
 		h.cancel()
 		return nil, err
@@ -205,6 +233,9 @@ func (h *Heartbeater) SetMeta(ctx context.Context, meta map[string]string) error
 	h.sendMu.Lock()
 	defer h.sendMu.Unlock()
 	h.mu.Lock()
+	// A checked instance that is not registered gets its new meta sent
+	// with its registration.
+	unregistered := h.check != nil && !h.registered
 	in := *h.inst
 	in.Meta = maps.Clone(meta)
 	check := in
@@ -215,6 +246,9 @@ func (h *Heartbeater) SetMeta(ctx context.Context, meta map[string]string) error
 	in.Meta = check.Meta
 	h.inst = &in
 	h.mu.Unlock()
+	if unregistered {
+		return nil
+	}
 	return h.send(ctx, &in, retryOpts{}, true)
 }
 
@@ -270,6 +304,7 @@ func (h *Heartbeater) attemptTimeout() time.Duration {
 
 func (h *Heartbeater) run() {
 	defer close(h.done)
+	defer close(h.changes)
 	t := time.NewTimer(h.interval())
 	defer t.Stop()
 	for {

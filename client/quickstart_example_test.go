@@ -3,22 +3,32 @@ package client_test
 import (
 	"context"
 	"log"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/discoverd/discoverd/client"
 )
 
 // The README's quick-start program: register this process as an instance of
-// "web" and print each leader change. Kept here so that it always compiles.
+// "web", print each leader change, and deregister on Ctrl-C. Its body is the
+// README's snippet line for line (TestREADMEGoSnippets), and
+// TestQuickStartRuns runs it.
 func Example_quickStart() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	c := client.New() // $DISCOVERD, else 127.0.0.1:1111
-	ctx := context.Background()
 	hb, err := c.AddServiceAndRegister(ctx, "web", "127.0.0.1:8080", nil)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer hb.Close() // deregisters
-	leaders, _ := c.Leaders(ctx, "web")
-	for l := range leaders {
+	defer hb.Close() // heartbeats until here, then deregisters (after Ctrl-C too)
+	leaders, err := c.Leaders(ctx, "web")
+	if err != nil {
+		log.Print(err)
+		return
+	}
+	for l := range leaders { // until Ctrl-C
 		log.Printf("leader: %v (am I? %v)", l, l != nil && l.ID == hb.ID())
 	}
 }

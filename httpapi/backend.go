@@ -42,6 +42,9 @@ type Backend interface {
 	// lastEventID if the node still holds them, or with a resync event and
 	// then the current state.
 	Subscribe(service string, kinds api.KindMask, lastEventID uint64, resume bool) (Stream, error)
+	// WatchServices opens a stream of the service list: each service with
+	// its instance count and leader, then their changes.
+	WatchServices() (api.ServiceWatch, error)
 
 	// Status describes the node for /.well-known/status.
 	Status() api.Status

@@ -10,7 +10,10 @@
 // GET /metrics serves the Backend's Prometheus registry with promhttp; a
 // proxy answers it itself, as it does /ping and /.well-known/status.
 //
-// It may import the standard library, package api, zerolog, and
+// GET /ui/ is the web page of package ui, mounted in the route table; GET /
+// sends a browser there.
+//
+// It may import the standard library, packages api and ui, zerolog, and
 // client_golang's prometheus (the registry's type) and promhttp (its
 // exposition over HTTP).
 package httpapi

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/discoverd/discoverd/api"
+	"github.com/discoverd/discoverd/ui"
 )
 
 // MaxBodyBytes bounds every request body.
@@ -70,6 +71,7 @@ func New(b Backend, opts Options) http.Handler {
 		h.keepAlive = DefaultKeepAlive
 	}
 	h.metricsHTTP = newMetricsHandler(b, h.log)
+	page := ui.New(uiBackend(b))
 	routes := []route{
 		{"GET", "/services", h.getServices},
 		{"PUT", "/services/{service}", h.putService},
@@ -85,6 +87,9 @@ func New(b Backend, opts Options) http.Handler {
 		{"GET", "/ping", h.ping},
 		{"GET", "/.well-known/status", h.status},
 		{"GET", "/metrics", h.metrics},
+		{"GET", "/{$}", h.root},
+		{"GET", ui.Prefix, page.Files},
+		{"GET", ui.ClusterPath, page.Cluster},
 	}
 	if c, ok := b.(Cluster); ok {
 		routes = append(routes, h.clusterRoutes(c)...)
@@ -169,11 +174,22 @@ func (h *handler) setIndex(w http.ResponseWriter, idx uint64) {
 
 var jsonContentType = []string{"application/json"}
 
-// writeBody writes a complete JSON body.
+// newline ends every JSON body, as the output of a JSON command-line tool
+// ends: callers append it to their pooled buffer, and writeBody adds it to a
+// body that lacks it.
+var newline = []byte{'\n'}
+
+// writeBody writes a complete JSON body, ending with a newline. Every JSON
+// answer goes through it (the instances list writes its own chunks, and
+// ends with "]\n"); a missing newline is a second Write into the response's
+// buffer, not a copy of the body.
 func writeBody(w http.ResponseWriter, status int, body []byte) {
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+	if len(body) > 0 && body[len(body)-1] != '\n' {
+		_, _ = w.Write(newline)
+	}
 }
 
 // writeError answers err as an api.Error JSON body with its status, with

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/discoverd/discoverd/api"
+	"github.com/discoverd/discoverd/ui"
+	"github.com/discoverd/discoverd/snapshot"
 	"github.com/rs/zerolog"
 )
 
@@ -23,6 +26,8 @@ var proxyLocalPaths = map[string]bool{
 	"/metrics":            true,
 	"/raft/promote":       true,
 	"/raft/demote":        true,
+	// The web page is the proxy's own; its API calls are then forwarded.
+	"/": true,
 }
 
 // hopHeaders are per-connection headers a proxy must not pass on.
@@ -72,7 +77,7 @@ func ByRole(isProxy func() bool, voter, proxy http.Handler) http.Handler {
 }
 
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if proxyLocalPaths[r.URL.Path] {
+	if proxyLocalPaths[r.URL.Path] || strings.HasPrefix(r.URL.Path, ui.Prefix) {
 		p.local.ServeHTTP(w, r)
 		return
 	}
@@ -80,11 +85,15 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var body []byte
 	if r.Body != nil && r.Body != http.NoBody {
 		var err error
-		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+		limit := int64(MaxBodyBytes)
+		if r.URL.Path == snapshotPath {
+			limit = snapshot.MaxBytes
+		}
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				p.fail(w, http.StatusRequestEntityTooLarge, &api.Error{Code: api.CodeValidation, Message: "request body is larger than the limit of 1048576 bytes"})
+				p.fail(w, http.StatusRequestEntityTooLarge, &api.Error{Code: api.CodeValidation, Message: fmt.Sprintf("request body is larger than the limit of %d bytes", limit)})
 				return
 			}
 			p.fail(w, http.StatusBadRequest, api.Errorf(api.CodeValidation, "reading the request body failed: %v", err))

@@ -17,13 +17,25 @@ type Cluster interface {
 	// empty command is a read barrier answered with the leader's index.
 	ApplyForwarded(ctx context.Context, cmd []byte) (*api.AppliedCommand, error)
 	Nodes() ([]api.NodeInfo, error)
-	RaftLeader() string
+	// WaitRaftLeader is the Raft leader's address, waiting a while (the
+	// node's leader wait) when none is known; "" when none came.
+	WaitRaftLeader(ctx context.Context) string
 	RaftPeers() []string
 	AddPeer(ctx context.Context, addr string) error
 	RemovePeer(ctx context.Context, addr string) error
 	Promote(ctx context.Context) error
 	Demote(ctx context.Context) error
+	// SaveSnapshot takes a backup of the registry, written out in the
+	// snapshot file format by WriteTo.
+	SaveSnapshot(ctx context.Context) (io.WriterTo, error)
+	// RestoreSnapshot replaces the cluster's registry with a snapshot file
+	// and returns the Raft index it was restored at.
+	RestoreSnapshot(ctx context.Context, r io.Reader) (uint64, error)
 }
+
+// snapshotPath is the backup route, whose bodies may be far larger than
+// any other request's (snapshot.MaxBytes).
+const snapshotPath = "/raft/snapshot"
 
 type route struct {
 	method, path string
@@ -38,7 +50,7 @@ func (h *handler) clusterRoutes(c Cluster) []route {
 			h.answer(w, nodes, err)
 		}},
 		{"GET", "/raft/leader", func(w http.ResponseWriter, r *http.Request) {
-			leader := c.RaftLeader()
+			leader := c.WaitRaftLeader(r.Context())
 			if leader == "" {
 				h.fail(w, api.Errorf(api.CodeUnavailable, "no raft leader is known to this node"))
 				return
@@ -64,7 +76,37 @@ func (h *handler) clusterRoutes(c Cluster) []route {
 		{"POST", "/raft/demote", func(w http.ResponseWriter, r *http.Request) {
 			h.answer(w, nil, c.Demote(r.Context()))
 		}},
+		{"GET", snapshotPath, func(w http.ResponseWriter, r *http.Request) { h.saveSnapshot(c, w, r) }},
+		{"PUT", snapshotPath, func(w http.ResponseWriter, r *http.Request) { h.restoreSnapshot(c, w, r) }},
 	}
+}
+
+// GET /raft/snapshot: a backup of the registry, streamed as it is written.
+// An error after the first byte can only cut the stream short, which the
+// file's missing checksum line then shows.
+func (h *handler) saveSnapshot(c Cluster, w http.ResponseWriter, r *http.Request) {
+	snap, err := c.SaveSnapshot(r.Context())
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="discoverd.snap"`)
+	w.WriteHeader(http.StatusOK)
+	if _, err := snap.WriteTo(w); err != nil {
+		h.log.Warn().Err(err).Msg("streaming a snapshot")
+	}
+}
+
+// PUT /raft/snapshot: restore a backup into the cluster.
+func (h *handler) restoreSnapshot(c Cluster, w http.ResponseWriter, r *http.Request) {
+	idx, err := c.RestoreSnapshot(r.Context(), r.Body)
+	if err != nil {
+		h.writeError(w, err, 0)
+		return
+	}
+	h.setIndex(w, idx)
+	h.answer(w, api.AppliedCommand{Index: idx}, nil)
 }
 
 // answer writes v as JSON (or an empty 200 when v is nil), or the error.

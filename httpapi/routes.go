@@ -62,8 +62,12 @@ func (h *handler) deleteService(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// GET /services
+// GET /services: the service names, or an SSE stream of the service list.
 func (h *handler) getServices(w http.ResponseWriter, r *http.Request) {
+	if wantsStream(r) {
+		h.streamServices(w, r)
+		return
+	}
 	if !h.read(w, r) {
 		return
 	}

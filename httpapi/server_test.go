@@ -150,6 +150,9 @@ func (s *testServer) send(req *http.Request) response {
 	if resp.StatusCode == 500 {
 		s.t.Errorf("%s %s: 500: %s", req.Method, req.URL.Path, b)
 	}
+	if resp.Header.Get("Content-Type") == "application/json" && len(b) > 0 && b[len(b)-1] != '\n' {
+		s.t.Errorf("%s %s: JSON body %q does not end with a newline", req.Method, req.URL.Path, b)
+	}
 	if resp.StatusCode >= 400 {
 		var e api.Error
 		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {

@@ -27,6 +27,10 @@ type Cluster struct {
 	TTL    time.Duration
 	Expiry time.Duration
 	mu     sync.Mutex
+
+	// noStartWait and nodeConfig: see NoStartWait and WithNodeConfig.
+	noStartWait bool
+	nodeConfig  func(i int, cfg *node.Config)
 }
 
 // Node is one member of a Cluster.
@@ -50,6 +54,18 @@ type Option func(*Cluster)
 // WithTTL sets the instance TTL and expiry check interval.
 func WithTTL(ttl, check time.Duration) Option {
 	return func(c *Cluster) { c.TTL, c.Expiry = ttl, check }
+}
+
+// NoStartWait makes NewCluster return as soon as every node listens,
+// before the voters have elected a leader.
+func NoStartWait() Option {
+	return func(c *Cluster) { c.noStartWait = true }
+}
+
+// WithNodeConfig lets a test change each node's config (i is the node's
+// index) before it first starts.
+func WithNodeConfig(fn func(i int, cfg *node.Config)) Option {
+	return func(c *Cluster) { c.nodeConfig = fn }
 }
 
 // NewCluster starts voters + proxies nodes and waits for a Raft leader. The
@@ -91,6 +107,9 @@ func NewCluster(t testing.TB, voters, proxies int, opts ...Option) *Cluster {
 	}
 	for _, nd := range c.Nodes {
 		nd.cfg.Peers = c.Peers
+		if c.nodeConfig != nil {
+			c.nodeConfig(nd.Index, &nd.cfg)
+		}
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, total)
@@ -109,7 +128,9 @@ func NewCluster(t testing.TB, voters, proxies int, opts ...Option) *Cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	c.WaitForLeader(10 * time.Second)
+	if !c.noStartWait {
+		c.WaitForLeader(10 * time.Second)
+	}
 	return c
 }
 

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/discoverd/discoverd/api"
+	"github.com/discoverd/discoverd/fsm"
 	"github.com/hashicorp/raft"
 )
 
@@ -66,10 +68,19 @@ func (a *appliedWaiters) applied(index uint64) {
 
 // Apply implements raft.FSM, releasing the waiters of the applied index.
 func (r *raftFSM) Apply(l *raft.Log) any {
+	if !r.checkEntry(l) {
+		// Raft takes the entry as applied once this returns: hold its
+		// goroutine until the voter stops, so that nothing after it is
+		// applied, nor a snapshot taken that would claim it was.
+		<-r.stopping
+		return &fsm.Result{Index: l.Index, Err: errStoppedApplying}
+	}
 	res := r.FSM.Apply(l)
 	r.waiters.applied(r.FSM.AppliedIndex())
 	return res
 }
+
+var errStoppedApplying = api.Errorf(api.CodeUnavailable, "this node stopped: it met a raft entry of a command type it does not know")
 
 // waitApplied waits until the local state machine has applied index, or ctx
 // ends (or a few seconds pass), and reports whether it got there.

@@ -111,7 +111,8 @@ func (n *Node) changePeer(ctx context.Context, method, addr string, change func(
 	if err != nil {
 		return err
 	}
-	if v.isLeader() {
+	leader, isLeader := n.awaitLeader(ctx, v)
+	if isLeader {
 		timeout := defaultApplyTimeout
 		if dl, ok := ctx.Deadline(); ok {
 			timeout = time.Until(dl)
@@ -121,11 +122,10 @@ func (n *Node) changePeer(ctx context.Context, method, addr string, change func(
 		}
 		return nil
 	}
-	leader, _ := v.raft.LeaderWithID()
 	if leader == "" {
 		return n.noLeaderError()
 	}
-	return n.fwd.do(ctx, method, string(leader), PeersPath+"/"+url.PathEscape(addr), nil, nil)
+	return n.fwd.do(ctx, method, leader, PeersPath+"/"+url.PathEscape(addr), nil, nil)
 }
 
 // Promote turns this proxy into a voter: it starts Raft with an empty log,
@@ -259,6 +259,7 @@ func (n *Node) voterUpkeep(ctx context.Context, v *voter) {
 		}
 	}
 	voters := n.clusterVoters()
+	n.updateCommandMax(voters, nodes)
 	n.multiVoter.Store(len(voters) > 1)
 	n.setVoters(voters)
 	if n.nats == nil {

@@ -1,8 +1,10 @@
 package node
 
 import (
-	"bytes"
+	"encoding/json"
 	"io"
+	"sort"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/rs/zerolog"
@@ -10,14 +12,14 @@ import (
 
 // newRaftLogger sends hashicorp/raft's hclog output to zerolog. Raft's info
 // lines are chatty, so they go out at debug level; warnings and errors keep
-// their level.
+// their level. Raft's key-value pairs become fields, named with underscores
+// like the rest of discoverd's (last-leader-addr → last_leader_addr).
 func newRaftLogger(log zerolog.Logger) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
 		Name:       "raft",
 		Level:      hclog.Info,
 		Output:     &hclogWriter{log: log.With().Str("component", "raft").Logger()},
-		JSONFormat: false,
-		TimeFormat: " ",
+		JSONFormat: true,
 	})
 }
 
@@ -26,17 +28,45 @@ type hclogWriter struct{ log zerolog.Logger }
 var _ io.Writer = (*hclogWriter)(nil)
 
 func (w *hclogWriter) Write(p []byte) (int, error) {
-	line := bytes.TrimSpace(p)
+	var entry map[string]any
+	if err := json.Unmarshal(p, &entry); err != nil {
+		w.log.Warn().Str("line", strings.TrimSpace(string(p))).Msg("unparsed raft log line")
+		return len(p), nil
+	}
+	msg, _ := entry["@message"].(string)
 	level := zerolog.DebugLevel
-	switch {
-	case bytes.Contains(line, []byte("[ERROR]")):
+	switch entry["@level"] {
+	case "error":
 		level = zerolog.ErrorLevel
-	case bytes.Contains(line, []byte("[WARN]")):
+	case "warn":
 		level = zerolog.WarnLevel
 	}
-	if i := bytes.Index(line, []byte("] ")); i >= 0 {
-		line = line[i+2:]
+	if level == zerolog.WarnLevel && isFirstElection(msg, entry) {
+		// No leader was ever known: a voter just started (a single voter
+		// always elects itself this way). Nothing is wrong.
+		level = zerolog.InfoLevel
 	}
-	w.log.WithLevel(level).Msg(string(line))
+	keys := make([]string, 0, len(entry))
+	for k := range entry {
+		if !strings.HasPrefix(k, "@") {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	ev := w.log.WithLevel(level)
+	for _, k := range keys {
+		ev = ev.Interface(strings.ReplaceAll(k, "-", "_"), entry[k])
+	}
+	ev.Msg(msg)
 	return len(p), nil
+}
+
+// isFirstElection reports whether a raft line is the election a voter
+// starts when it has never heard of a leader.
+func isFirstElection(msg string, entry map[string]any) bool {
+	if !strings.HasPrefix(msg, "heartbeat timeout reached") {
+		return false
+	}
+	addr, _ := entry["last-leader-addr"].(string)
+	return addr == ""
 }

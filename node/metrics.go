@@ -1,6 +1,10 @@
 package node
 
 import (
+	"runtime"
+
+	"github.com/discoverd/discoverd/fsm"
+	"github.com/discoverd/discoverd/internal/version"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -12,6 +16,12 @@ import (
 // has (Raft, the registry, the heartbeat table) is left out on a proxy
 // rather than reported as 0.
 var (
+	descBuildInfo = prometheus.NewDesc("discoverd_build_info",
+		"Always 1; the labels say which build of discoverd this node runs.", []string{"version", "go_version"}, nil)
+	descCommandsApplied = prometheus.NewDesc("discoverd_raft_commands_applied_total",
+		"Raft entries this voter's registry applied, by command type, since it last became a voter.", []string{"command"}, nil)
+	descClusterCommandMax = prometheus.NewDesc("discoverd_cluster_max_command_type",
+		"The newest Raft command type every voter applies, as this node last read the node table; the leader writes nothing newer.", nil, nil)
 	descVoter = prometheus.NewDesc("discoverd_voter",
 		"1 if this node is a Raft voter, 0 if it is a proxy.", nil, nil)
 	descRaftLeader = prometheus.NewDesc("discoverd_raft_leader",
@@ -55,7 +65,7 @@ var (
 )
 
 var metricDescs = []*prometheus.Desc{
-	descVoter, descRaftLeader, descRaftVoters, descRaftTerm, descRaftCommit, descRaftApplied,
+	descBuildInfo, descCommandsApplied, descClusterCommandMax, descVoter, descRaftLeader, descRaftVoters, descRaftTerm, descRaftCommit, descRaftApplied,
 	descServices, descInstances, descHeartbeatEntries, descHeartbeatFeed, descExpired,
 	descStreams, descStreamsSlow,
 	descNATSRoutes, descNATSLeafnodes, descNATSSlow,
@@ -98,6 +108,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	// One load of the voter, so that a promote or demote during the scrape
 	// cannot mix a proxy's answers with a voter's.
 	v := n.v.Load()
+	gauge(descBuildInfo, 1, version.Get(), runtime.Version())
 	gauge(descVoter, flag(v != nil))
 	gauge(descRaftLeader, flag(v != nil && v.isLeader()))
 	gauge(descRaftVoters, float64(len(n.clusterVoters())))
@@ -113,6 +124,10 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descInstances, float64(instances))
 		gauge(descHeartbeatEntries, float64(n.heartbeats.len()))
 		gauge(descHeartbeatFeed, flag(n.feedSince.Load() != 0))
+		gauge(descClusterCommandMax, float64(n.clusterCommandMax()))
+		for t := fsm.CmdAddService; t <= fsm.MaxCommandType; t++ {
+			counter(descCommandsApplied, v.raftFSM.counts[t].Load(), t.String())
+		}
 	}
 	if n.nats == nil {
 		return

@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/discoverd/discoverd/internal/version"
 )
 
 // gather reads the node's registry and returns discoverd's own families.
@@ -54,8 +56,16 @@ func TestMetricsFollowPrometheusConventions(t *testing.T) {
 		t.Errorf("%s: %s", p.Metric, p.Text)
 	}
 	// A voter without NATS reports every metric but the NATS ones.
+	if bi := fams["discoverd_build_info"]; bi == nil || len(bi.Metric) != 1 || bi.Metric[0].GetGauge().GetValue() != 1 {
+		t.Errorf("discoverd_build_info = %v, want one gauge of 1", bi)
+	} else if labels := bi.Metric[0].GetLabel(); len(labels) != 2 || labels[1].GetName() != "version" || labels[1].GetValue() != version.Get() {
+		t.Errorf("discoverd_build_info labels %v, want version=%q", labels, version.Get())
+	}
+	if got := n.Status().Version; got != version.Get() {
+		t.Errorf("status version %q, want %q", got, version.Get())
+	}
 	for _, name := range []string{
-		"discoverd_voter", "discoverd_raft_leader", "discoverd_raft_voters",
+		"discoverd_build_info", "discoverd_raft_commands_applied_total", "discoverd_cluster_max_command_type", "discoverd_voter", "discoverd_raft_leader", "discoverd_raft_voters",
 		"discoverd_raft_term", "discoverd_raft_commit_index", "discoverd_raft_applied_index",
 		"discoverd_services", "discoverd_instances",
 		"discoverd_heartbeat_table_entries", "discoverd_heartbeat_feed_connected",

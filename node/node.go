@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,8 @@ import (
 	"github.com/discoverd/discoverd/api"
 	"github.com/discoverd/discoverd/bus"
 	"github.com/discoverd/discoverd/fsm"
+	"github.com/discoverd/discoverd/internal/dirlock"
+	"github.com/discoverd/discoverd/internal/version"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -40,6 +43,20 @@ type Config struct {
 	// picks 100ms for a single voter and 500ms for a cluster.
 	RaftHeartbeatTimeout time.Duration
 
+	// LeaderWait is how long a request that needs the Raft leader waits for
+	// one while none is known (start-up, an election) before it fails with
+	// service_unavailable. Zero means 5s; negative means not at all.
+	LeaderWait time.Duration
+
+	// MaxCommandType is the newest Raft command type this node claims to
+	// apply; zero means fsm.MaxCommandType, and so does anything above it.
+	// A lower one makes the node stand in for an older release: it
+	// announces that type, and stops at any entry of a newer one as that
+	// release would (see the upgrade tests). The environment variable
+	// DISCOVERD_CLAIM_MAX_COMMAND_TYPE sets it in a built binary; it is
+	// deliberately not a flag, being for tests of rolling upgrades only.
+	MaxCommandType fsm.CommandType
+
 	// NATS enables the embedded NATS server. With it off, the node has no
 	// NATS transport and, in a cluster, no heartbeat feed between voters.
 	NATS bool
@@ -63,6 +80,17 @@ func (c *Config) setDefaults() {
 	}
 	if c.InstanceTTL <= 0 {
 		c.InstanceTTL = 10 * time.Second
+	}
+	if c.MaxCommandType == 0 {
+		if v, err := strconv.ParseUint(os.Getenv(claimMaxCommandTypeEnv), 10, 8); err == nil {
+			c.MaxCommandType = fsm.CommandType(v)
+		}
+	}
+	if c.MaxCommandType == 0 || c.MaxCommandType > fsm.MaxCommandType {
+		c.MaxCommandType = fsm.MaxCommandType
+	}
+	if c.LeaderWait == 0 {
+		c.LeaderWait = 5 * time.Second
 	}
 	if c.ExpiryCheckInterval <= 0 {
 		c.ExpiryCheckInterval = time.Second
@@ -123,6 +151,17 @@ type Node struct {
 	voters      []string
 	proxyLeader string
 
+	// commandMax is the newest command type every voter applies, as the
+	// node table says (see upgrade.go).
+	commandMax atomic.Uint32
+	// fatal carries the error that stopped the node from within (a command
+	// type it does not know); see Fatal.
+	fatal     chan error
+	fatalOnce sync.Once
+
+	// lock keeps other processes off the data dir while the node runs.
+	lock *dirlock.Lock
+
 	closeOnce sync.Once
 	closing   chan struct{}
 	wg        sync.WaitGroup
@@ -137,8 +176,15 @@ func New(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
+	// Before anything in the directory is opened: a second process would
+	// otherwise wait forever on the Raft store's lock.
+	lock, err := dirlock.Acquire(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
+		lock.Release()
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Addr, err)
 	}
 	advertise := cfg.Advertise
@@ -153,12 +199,16 @@ func New(cfg Config) (*Node, error) {
 		heartbeats: newHeartbeatTable(),
 		fwd:        newForwarder(),
 		closing:    make(chan struct{}),
+		lock:       lock,
+		fatal:      make(chan error, 1),
 	}
+	n.commandMax.Store(uint32(min(fsm.BaselineCommandType, cfg.MaxCommandType)))
 	n.metrics = newMetrics(n)
 	n.mux = newPortMux(ln, advertisedAddr(advertise))
 	if cfg.NATS {
 		if err := n.startNATS(); err != nil {
 			n.mux.close()
+			lock.Release()
 			return nil, err
 		}
 	}
@@ -167,6 +217,7 @@ func New(cfg Config) (*Node, error) {
 		if err != nil {
 			n.stopNATS()
 			n.mux.close()
+			lock.Release()
 			return nil, err
 		}
 		n.v.Store(v)
@@ -212,7 +263,14 @@ func (n *Node) startNATS() error {
 	n.nats, n.nc = srv, nc
 	n.publisher = bus.NewEventPublisher(nc, n.log)
 	n.hub.onEvent(n.publishEvent)
-	n.log.Info().Str("client", srv.ClientAddr()).Str("cluster", srv.ClusterAddr()).Str("leaf", srv.LeafAddr()).Msg("nats started")
+	ev := n.log.Info().Str("nats_client_addr", srv.ClientAddr())
+	if a := srv.ClusterAddr(); a != "" {
+		ev = ev.Str("nats_cluster_addr", a)
+	}
+	if a := srv.LeafAddr(); a != "" {
+		ev = ev.Str("nats_leaf_addr", a)
+	}
+	ev.Msg("nats started")
 	return nil
 }
 
@@ -245,7 +303,7 @@ func (n *Node) NATSURL() string {
 
 // Info is what this node announces to the cluster.
 func (n *Node) Info() api.NodeInfo {
-	info := api.NodeInfo{Addr: n.advertise}
+	info := api.NodeInfo{Addr: n.advertise, Version: version.Get(), MaxCommandType: uint8(n.cfg.MaxCommandType)}
 	if n.nats != nil {
 		if a := n.nats.ClientAddr(); a != bus.ClientAddrOff {
 			info.NATSAddr = n.reachable(a)
@@ -352,6 +410,9 @@ func (n *Node) Close() error {
 		n.wg.Wait()
 		n.stopNATS()
 		n.mux.close()
+		if lerr := n.lock.Release(); err == nil {
+			err = lerr
+		}
 	})
 	return err
 }

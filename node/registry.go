@@ -7,6 +7,7 @@ import (
 
 	"github.com/discoverd/discoverd/api"
 	"github.com/discoverd/discoverd/fsm"
+	"github.com/discoverd/discoverd/internal/version"
 	"github.com/hashicorp/raft"
 )
 
@@ -29,14 +30,14 @@ func (n *Node) applyEncoded(ctx context.Context, cmd []byte) (*fsm.Result, error
 	if err != nil {
 		return nil, err
 	}
-	if v.isLeader() {
+	leader, isLeader := n.awaitLeader(ctx, v)
+	if isLeader {
 		return v.applyLocal(ctx, cmd)
 	}
-	leader, _ := v.raft.LeaderWithID()
 	if leader == "" {
 		return nil, n.noLeaderError()
 	}
-	res, err := n.fwd.forward(ctx, string(leader), cmd)
+	res, err := n.fwd.forward(ctx, leader, cmd)
 	if err != nil {
 		return nil, err
 	}
@@ -61,6 +62,17 @@ func (v *voter) applyLocal(ctx context.Context, cmd []byte) (*fsm.Result, error)
 		timeout = time.Until(dl)
 		if timeout <= 0 {
 			return nil, api.Errorf(api.CodeUnavailable, "request deadline passed before the write was sent")
+		}
+	}
+	// The leader writes a command type only once every voter applies it
+	// (see upgrade.go); a follower of an older release may have sent the
+	// newer form, or a newer one the older.
+	if len(cmd) > 0 {
+		if max := v.n.clusterCommandMax(); fsm.CommandType(cmd[0]) > max {
+			var err error
+			if cmd, err = fsm.ForMaxType(cmd, max); err != nil {
+				return nil, err
+			}
 		}
 	}
 	f := v.raft.Apply(cmd, timeout)
@@ -127,10 +139,15 @@ func (n *Node) heartbeat(ctx context.Context, service string, inst *api.Instance
 	if err != nil {
 		return nil, err
 	}
-	if !v.inContact() {
+	// An HTTP heartbeat waits out a start-up or an election like any
+	// request that needs the leader. One from NATS does not: its
+	// subscription serves every heartbeat in turn, and a wait would hold up
+	// the rest behind it.
+	wait := func(cond func() bool) bool { return cond() || !fromBus && n.awaitCond(ctx, cond) }
+	if !wait(v.inContact) {
 		return nil, n.noLeaderError()
 	}
-	if err := v.inStepErr(); err != nil {
+	if err := v.inStepErr(); err != nil && !wait(func() bool { return v.inStepErr() == nil }) {
 		return nil, err
 	}
 	// The table keys on the state machine's own strings, so it keeps no
@@ -153,9 +170,9 @@ func (n *Node) heartbeat(ctx context.Context, service string, inst *api.Instance
 		n.heartbeats.touch(hbKey{name, stored.ID}, time.Now().UnixNano())
 		return stored, nil
 	}
-	// The compact encoding: a third of the JSON's bytes in the log, and no
-	// reflection to build or to apply.
-	res, err := n.applyEncoded(ctx, fsm.EncodeAddInstance(service, inst))
+	// The compact encoding (a third of the JSON's bytes in the log, and no
+	// reflection to build or to apply) once every voter applies it.
+	res, err := n.applyEncoded(ctx, n.encodeRegistration(service, inst))
 	if err != nil {
 		return nil, err
 	}
@@ -212,17 +229,17 @@ func (n *Node) Consistent(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if v.isLeader() {
+	leader, isLeader := n.awaitLeader(ctx, v)
+	if isLeader {
 		if err := v.raft.VerifyLeader().Error(); err != nil {
 			return raftError(err)
 		}
 		return nil
 	}
-	leader, _ := v.raft.LeaderWithID()
 	if leader == "" {
 		return n.noLeaderError()
 	}
-	res, err := n.fwd.forward(ctx, string(leader), nil)
+	res, err := n.fwd.forward(ctx, leader, nil)
 	if err != nil {
 		return err
 	}
@@ -240,6 +257,9 @@ func (n *Node) readyVoter() (*voter, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The read methods take no context: the wait is bounded by
+	// Config.LeaderWait alone.
+	n.awaitCond(context.Background(), v.ready.Load)
 	return v, v.readyErr()
 }
 
@@ -319,7 +339,7 @@ func (n *Node) Subscribe(service string, kinds api.KindMask, lastEventID uint64,
 
 // Status describes the node.
 func (n *Node) Status() api.Status {
-	st := api.Status{Role: "proxy", Addr: n.advertise, Leader: n.RaftLeader()}
+	st := api.Status{Role: "proxy", Addr: n.advertise, Leader: n.RaftLeader(), Version: version.Get()}
 	if v := n.v.Load(); v != nil {
 		st.Role = roleName(v.raft.State())
 		st.AppliedIndex = v.fsm.AppliedIndex()

@@ -81,10 +81,14 @@ type hub struct {
 	// them without taking mu from the sink.
 	open       atomic.Int64
 	closedSlow atomic.Uint64
+
+	// ended is closed, and replaced, each time closeAll ends every stream:
+	// streams that are not subscriptions (the service list's) watch it.
+	ended chan struct{}
 }
 
 func newHub() *hub {
-	return &hub{subs: make(map[string]map[*Subscription]struct{}), history: make([]api.Event, historySize)}
+	return &hub{subs: make(map[string]map[*Subscription]struct{}), history: make([]api.Event, historySize), ended: make(chan struct{})}
 }
 
 // publish is called from the FSM sink with the events of one entry.
@@ -208,6 +212,15 @@ func (h *hub) closeAll(err error) {
 			h.closeLocked(sub, err)
 		}
 	}
+	close(h.ended)
+	h.ended = make(chan struct{})
+}
+
+// endedChan is closed the next time closeAll ends every stream.
+func (h *hub) endedChan() <-chan struct{} {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.ended
 }
 
 // onEvent adds a callback that sees every event of every service, in log

@@ -58,14 +58,36 @@ type voter struct {
 // Restore both run on Raft's FSM goroutine, so the flag needs no lock.
 type raftFSM struct {
 	*fsm.FSM
-	restoring bool
+	heartbeats *heartbeatTable
+	restoring  bool
+	// maxType, counts, stopped, stopping and onUnknown: see checkEntry.
+	maxType   fsm.CommandType
+	counts    commandCounts
+	stopped   atomic.Bool
+	stopping  <-chan struct{}
+	onUnknown func(t fsm.CommandType, index uint64)
 	waiters   appliedWaiters
+}
+
+// Snapshot refuses once the node stopped applying: its state no longer
+// matches the index Raft would record.
+func (r *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
+	if r.stopped.Load() {
+		return nil, errStoppedApplying
+	}
+	return r.FSM.Snapshot()
 }
 
 func (r *raftFSM) Restore(rc io.ReadCloser) error {
 	r.restoring = true
 	defer func() { r.restoring = false }()
-	return r.FSM.Restore(rc)
+	if err := r.FSM.Restore(rc); err != nil {
+		return err
+	}
+	// Whatever a restore brought back gets a full TTL from now: the times
+	// heard before describe another state.
+	r.heartbeats.resetAll(time.Now().UnixNano())
+	return nil
 }
 
 const raftDBFile = "raft.db"
@@ -77,7 +99,8 @@ const raftDBFile = "raft.db"
 func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 	cfg := n.cfg
 	v := &voter{n: n, stopping: make(chan struct{}), started: time.Now()}
-	rv := &raftFSM{}
+	rv := &raftFSM{heartbeats: n.heartbeats, maxType: cfg.MaxCommandType, stopping: v.stopping}
+	rv.onUnknown = func(t fsm.CommandType, index uint64) { n.stopFatally(n.unknownCommand(t, index)) }
 	v.raftFSM = rv
 	v.fsm = fsm.New(func(events []api.Event) { n.onEvents(events, rv.restoring) })
 	rv.FSM = v.fsm
@@ -104,7 +127,9 @@ func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 		// quarter less file for the same log, and less CPU per commit. The
 		// map freelist allocates in O(1) where the array one scans. Every
 		// commit is still fdatasync'd (NoSync stays off).
-		BoltOptions: &bbolt.Options{NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
+		// The Timeout is a second guard behind the data dir lock (the
+		// node's dirlock): never wait forever on the file.
+		BoltOptions: &bbolt.Options{NoFreelistSync: true, FreelistType: bbolt.FreelistMapType, Timeout: 5 * time.Second},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening raft store: %w", err)
@@ -115,11 +140,12 @@ func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 		store.Close()
 		return nil, err
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, rc.Logger)
+	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, rc.Logger)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("opening snapshot store: %w", err)
 	}
+	snaps := indexedStore{fileSnaps}
 	v.stream = n.mux.newRaftListener()
 	v.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  raftStream{v.stream},
@@ -198,7 +224,10 @@ func (v *voter) watchLeadership() {
 			} else if lost := v.raft.LastContact(); !lost.IsZero() {
 				v.n.heartbeats.atLeast(lost.UnixNano())
 			}
-			v.n.log.Info().Bool("heartbeat_feed_trusted", trusted).Msg("became raft leader")
+			// Said as what it means for instances: either the heartbeat
+			// times this node heard as a follower stand, or every instance
+			// gets a full TTL from now.
+			v.n.log.Info().Bool("kept_heartbeat_times", trusted).Msg("became raft leader")
 			// A new leader may not have applied everything its predecessor
 			// committed; the barrier waits until it has, so that it neither
 			// serves, expires nor republishes from an old state.
@@ -331,6 +360,10 @@ func (v *voter) awaitBarrier() bool {
 		err := v.raft.Barrier(v.n.cfg.InstanceTTL).Error()
 		if err == nil {
 			return true
+		}
+		if errors.Is(err, raft.ErrRaftShutdown) {
+			// The node is stopping: nothing to wait for, nothing to warn of.
+			return false
 		}
 		v.n.log.Warn().Err(err).Msg("waiting for the log to be applied after election")
 		select {

@@ -42,11 +42,13 @@ image() {
   need_docker
   mkdir -p bin/docker
   echo "building bin/docker/discoverd and bin/docker/healthcheck (CGO_ENABLED=0)"
-  CGO_ENABLED=0 "$GO" build -trimpath -o bin/docker/discoverd ./cmd/discoverd
+  version=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo devel)}
+  CGO_ENABLED=0 "$GO" build -trimpath -ldflags "-X github.com/discoverd/discoverd/internal/version.Version=$version" \
+    -o bin/docker/discoverd ./cmd/discoverd
   CGO_ENABLED=0 "$GO" build -trimpath -o bin/docker/healthcheck ./docker/healthcheck
   echo "building image $DISCOVERD_IMAGE"
   local out
-  if ! out=$(docker build -q -t "$DISCOVERD_IMAGE" . 2>&1); then
+  if ! out=$(docker build -q --build-arg VERSION="$version" -t "$DISCOVERD_IMAGE" . 2>&1); then
     echo "$out" >&2
     exit 1
   fi

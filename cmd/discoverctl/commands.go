@@ -11,23 +11,36 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/discoverd/discoverd/api"
 	"github.com/discoverd/discoverd/client"
+	"github.com/discoverd/discoverd/internal/version"
 )
 
 var commands = map[string]*command{
-	"services":       {nargs: 0, setup: noFlags(cmdServices)},
-	"add-service":    {args: "SVC", nargs: 1, setup: addService},
-	"remove-service": {args: "SVC", nargs: 1, setup: noFlags(cmdRemoveService)},
-	"instances":      {args: "SVC", nargs: 1, setup: noFlags(cmdInstances)},
-	"leader":         {args: "SVC", nargs: 1, setup: noFlags(cmdLeader)},
-	"register":       {args: "SVC ADDR", nargs: 2, setup: register, long: true},
-	"watch":          {args: "SVC", nargs: 1, setup: noFlags(cmdWatch), long: true},
-	"meta get":       {args: "SVC", nargs: 1, setup: noFlags(cmdMetaGet)},
-	"meta set":       {args: "SVC JSON", nargs: 2, setup: metaSet},
-	"peers":          {nargs: 0, setup: noFlags(cmdPeers)},
-	"status":         {nargs: 0, setup: noFlags(cmdStatus)},
+	"services":         {nargs: 0, setup: noFlags(cmdServices)},
+	"add-service":      {args: "SVC", nargs: 1, setup: addService},
+	"remove-service":   {args: "SVC", nargs: 1, setup: noFlags(cmdRemoveService)},
+	"instances":        {args: "SVC", nargs: 1, setup: noFlags(cmdInstances)},
+	"leader":           {args: "SVC", nargs: 1, setup: noFlags(cmdLeader)},
+	"register":         {args: "SVC ADDR", nargs: 2, setup: register, long: true},
+	"watch":            {args: "SVC", nargs: 1, setup: noFlags(cmdWatch), long: true},
+	"meta get":         {args: "SVC", nargs: 1, setup: noFlags(cmdMetaGet)},
+	"meta set":         {args: "SVC JSON", nargs: 2, setup: metaSet},
+	"peers":            {nargs: 0, setup: noFlags(cmdPeers)},
+	"status":           {nargs: 0, setup: noFlags(cmdStatus)},
+	"version":          {nargs: 0, setup: noFlags(cmdVersion)},
+	"snapshot save":    {args: "FILE", nargs: 1, setup: noFlags(cmdSnapshotSave)},
+	"snapshot restore": {args: "FILE", nargs: 1, setup: noFlags(cmdSnapshotRestore)},
+	"snapshot inspect": {args: "FILE", nargs: 1, setup: noFlags(cmdSnapshotInspect)},
+}
+
+// subcommands are the commands named by two words, with the second words
+// they take.
+var subcommands = map[string]string{
+	"meta":     "get or set",
+	"snapshot": "save, restore or inspect",
 }
 
 type runFunc = func(e *env, args []string) error
@@ -142,8 +155,7 @@ func cmdLeader(e *env, args []string) error {
 		return printJSON(e.stdout, leader)
 	}
 	if leader == nil {
-		fmt.Fprintf(e.stdout, "service %s has no leader\n", args[0])
-		return nil
+		return nothingThere(e, "service %s has no leader", args[0])
 	}
 	return table(e.stdout, instanceHeader, [][]string{instanceRow(leader)})
 }
@@ -167,6 +179,7 @@ type registerOpts struct {
 	id     string
 	proto  string
 	create bool
+	check  checkFlags
 }
 
 func register(fs *flag.FlagSet) runFunc {
@@ -175,6 +188,7 @@ func register(fs *flag.FlagSet) runFunc {
 	fs.StringVar(&o.id, "id", "", "instance id (default: derived from proto and addr)")
 	fs.StringVar(&o.proto, "proto", client.DefaultProto, "instance proto")
 	fs.BoolVar(&o.create, "create", false, "create the service if it does not exist")
+	o.check.register(fs)
 	return func(e *env, args []string) error { return cmdRegister(e, args, o) }
 }
 
@@ -189,6 +203,13 @@ func cmdRegister(e *env, args []string, regOpts *registerOpts) error {
 			fmt.Fprintf(e.stderr, "discoverctl: warning: %s\n", oneLine(errMessage(err)))
 		}),
 	}
+	check, err := regOpts.check.option()
+	if err != nil {
+		return err
+	}
+	if check != nil {
+		opts = append(opts, check)
+	}
 	var meta map[string]string
 	if len(regOpts.meta) > 0 {
 		meta = regOpts.meta
@@ -202,6 +223,9 @@ func cmdRegister(e *env, args []string, regOpts *registerOpts) error {
 	h, err := register(ctx, service, addr, meta, opts...)
 	if err != nil {
 		return err
+	}
+	if check != nil {
+		return followCheck(e, h, &regOpts.check)
 	}
 	inst := h.Instance()
 	if e.json {
@@ -265,6 +289,19 @@ func eventLine(ev api.Event) string {
 	return strings.TrimSpace(fmt.Sprintf("%-12s %-8d %s", ev.Kind, ev.Index, what))
 }
 
+// nothingThere answers a read of something a service that exists does not
+// have (a leader, meta): it is an answer, not a failure, so the exit code is
+// 0, with null for --json and a sentence for people. A service that does
+// not exist is an error (exit 1).
+func nothingThere(e *env, format string, args ...any) error {
+	if e.json {
+		_, err := fmt.Fprintln(e.stdout, "null")
+		return err
+	}
+	_, err := fmt.Fprintf(e.stdout, format+"\n", args...)
+	return err
+}
+
 func printMeta(e *env, m *api.ServiceMeta) error {
 	if e.json {
 		return printJSON(e.stdout, m)
@@ -274,6 +311,14 @@ func printMeta(e *env, m *api.ServiceMeta) error {
 
 func cmdMetaGet(e *env, args []string) error {
 	m, err := e.c.GetMeta(e.ctx, args[0])
+	if client.IsNotFound(err) {
+		// No meta, or no service: the server answers 404 for both, and
+		// only a missing service is an error (see nothingThere).
+		if _, serr := e.c.Instances(e.ctx, args[0]); serr != nil {
+			return serr
+		}
+		return nothingThere(e, "service %s has no meta", args[0])
+	}
 	if err != nil {
 		return err
 	}
@@ -361,4 +406,70 @@ func cmdStatus(e *env, _ []string) error {
 		{"applied_index", strconv.FormatUint(st.AppliedIndex, 10)},
 		{"healthy", strconv.FormatBool(st.Healthy)},
 	})
+}
+
+// nodeVersion is one row of `discoverctl version`.
+type nodeVersion struct {
+	Addr    string `json:"addr"`
+	Role    string `json:"role"`
+	Version string `json:"version"`
+	// Error says why the node did not answer.
+	Error string `json:"error,omitempty"`
+}
+
+type versions struct {
+	Client string        `json:"client"`
+	Nodes  []nodeVersion `json:"nodes"`
+}
+
+// cmdVersion lists the client's version and every node's: the voters, and
+// any server given that is a proxy. A node that does not answer is listed
+// with the reason rather than failing the command.
+func cmdVersion(e *env, _ []string) error {
+	out := versions{Client: version.Get(), Nodes: []nodeVersion{}}
+	var addrs []string
+	if peers, err := e.c.Peers(e.ctx); err == nil {
+		for _, p := range peers {
+			addrs = append(addrs, p.Addr)
+		}
+	} else if !client.IsNotFound(err) {
+		return err
+	}
+	for _, s := range e.c.Servers() {
+		s = strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(s), "http://"), "https://")
+		if s != "" && !slices.Contains(addrs, s) {
+			addrs = append(addrs, s)
+		}
+	}
+	for _, addr := range addrs {
+		nv := nodeVersion{Addr: addr}
+		// A node that is down is reported, not waited for.
+		c := client.NewWithOptions([]string{addr}, client.WithRetryTimeout(time.Second))
+		st, err := c.Status(e.ctx)
+		c.Close()
+		if err != nil {
+			nv.Role, nv.Version, nv.Error = "-", "-", errMessage(err)
+		} else {
+			if st.Addr != addr && slices.ContainsFunc(out.Nodes, func(n nodeVersion) bool { return n.Addr == st.Addr }) {
+				continue // the same node under another address
+			}
+			nv.Role, nv.Version = st.Role, st.Version
+			if nv.Version == "" {
+				nv.Version = "(not reported)"
+			}
+		}
+		out.Nodes = append(out.Nodes, nv)
+	}
+	if e.json {
+		return printJSON(e.stdout, out)
+	}
+	rows := [][]string{{"(this client)", "discoverctl", out.Client}}
+	for _, n := range out.Nodes {
+		v := n.Version
+		if n.Error != "" {
+			v = "unreachable: " + n.Error
+		}
+		rows = append(rows, []string{n.Addr, n.Role, v})
+	}
+	return table(e.stdout, []string{"ADDR", "ROLE", "VERSION"}, rows)
 }

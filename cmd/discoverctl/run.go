@@ -15,6 +15,7 @@ import (
 
 	"github.com/discoverd/discoverd/api"
 	"github.com/discoverd/discoverd/client"
+	"github.com/discoverd/discoverd/internal/version"
 )
 
 const usageText = `usage: discoverctl [flags] COMMAND [ARGS]
@@ -27,7 +28,11 @@ Commands:
   leader SVC                show a service's leader
   register SVC ADDR         register an instance at ADDR (host:port) and keep it
                             alive until interrupted, then deregister it
-                            (--meta k=v ..., --id ID, --proto P, --create)
+                            (--meta k=v ..., --id ID, --proto P, --create);
+                            with --check-http URL or --check-tcp ADDR, only
+                            while that check passes (--check-interval D,
+                            --check-timeout D, --check-passes N,
+                            --check-failures N), printing each change
   watch SVC                 stream a service's events until interrupted
   meta get SVC              show a service's meta
   meta set SVC JSON         write a service's meta: with --index N, only if
@@ -35,12 +40,21 @@ Commands:
                             over whatever is there
   peers                     list the Raft voters
   status                    show the server's status
+  version                   show the version of discoverctl and of every node
+  snapshot save FILE        write a backup of the registry to FILE
+  snapshot restore FILE     replace the cluster's registry with a backup
+  snapshot inspect FILE     check a backup and describe it (no server needed)
 
 Flags (anywhere on the line; -- ends them):
   --server ADDR[,ADDR...]   discoverd server(s) (default: $DISCOVERD, else 127.0.0.1:1111)
   --json                    print JSON instead of tables
   --timeout D               how long a command may take (default 5s; not the
                             lifetime of register and watch)
+  --version                 print discoverctl's version and exit
+
+Exit codes: 0 on success, including an answer that there is nothing there
+(no leader, no meta: null with --json); 1 on a failure, such as a service
+that does not exist; 2 for a usage error.
 `
 
 // exitUsage is the exit code of a usage error.
@@ -120,8 +134,13 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	g := globals{timeout: 5 * time.Second}
 	fs := newFlagSet("discoverctl")
 	g.register(fs)
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.String("discoverctl"))
+		return nil
 	}
 	if fs.NArg() == 0 {
 		return usagef("no command given")
@@ -130,11 +149,11 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if name == "help" {
 		return flag.ErrHelp
 	}
-	if name == "meta" {
+	if sub, ok := subcommands[name]; ok {
 		if len(rest) == 0 {
-			return usagef("meta needs a subcommand: get or set")
+			return usagef("%s needs a subcommand: %s", name, sub)
 		}
-		name, rest = "meta "+rest[0], rest[1:]
+		name, rest = name+" "+rest[0], rest[1:]
 	}
 	cmd, ok := commands[name]
 	if !ok {

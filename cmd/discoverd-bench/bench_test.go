@@ -108,8 +108,8 @@ func TestEveryWorkload(t *testing.T) {
 }
 
 var (
-	rateWorkloads    = map[string]bool{"heartbeat-http": true, "heartbeat-nats": true, "heartbeat-nats-req": true, "register": true, "register-large": true, "memory": true}
-	latencyWorkloads = map[string]bool{"heartbeat-http": true, "heartbeat-nats-req": true, "register": true, "register-large": true,
+	rateWorkloads    = map[string]bool{"heartbeat-http": true, "heartbeat-nats": true, "heartbeat-nats-req": true, "register": true, "register-large": true, "memory": true, "snapshot": true}
+	latencyWorkloads = map[string]bool{"heartbeat-http": true, "heartbeat-nats-req": true, "register": true, "register-large": true, "snapshot": true,
 		"event-latency-sse": true, "event-latency-nats": true, "fanout-sse": true, "fanout-nats": true, "detect": true}
 )
 

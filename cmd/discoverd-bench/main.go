@@ -8,7 +8,7 @@
 // register-large, event-latency (event-latency-sse, event-latency-nats),
 // detect, fanout (fanout-sse, fanout-nats), memory, dns (with --dns), and all.
 //
-// It imports only the shared api types, nats.go and miekg/dns, never server packages,
+// It imports only the shared api types, the version, nats.go and miekg/dns, never server packages,
 // so it can be pointed at any server that speaks the API. Every workload
 // creates its own service, bench-<workload>-<random>, and deletes it after.
 package main
@@ -30,6 +30,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/discoverd/discoverd/internal/version"
 )
 
 // Result is one row of the report (one object of the --json array).
@@ -77,6 +79,7 @@ type config struct {
 	render       string
 	dnsAddr      string
 	dnsDomain    string
+	showVersion  bool
 }
 
 // workload is one named benchmark. A workload may produce several rows
@@ -97,6 +100,7 @@ var workloads = []workload{
 	{"heartbeat-nats-req", "heartbeats over NATS request/reply by --concurrency requesters", runHeartbeatNATSReq},
 	{"register", "new instances through Raft with --concurrency writers", runRegister},
 	{"register-large", "register into a service already holding --large-instances", runRegisterLarge},
+	{"snapshot", "heartbeats and registrations with --large-instances held, alone and while backups (GET /raft/snapshot) are taken", runSnapshot},
 	{"event-latency-sse", "registration request sent -> its up event over SSE", runEventLatencySSE},
 	{"event-latency-nats", "registration request sent -> its up event over NATS", runEventLatencyNATS},
 	{"fanout-sse", "leader change seen by --subscribers SSE streams", runFanoutSSE},
@@ -160,12 +164,13 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	fs.BoolVar(&cfg.keepServices, "keep-services", false, "do not delete the bench services afterwards")
 	fs.StringVar(&cfg.dnsAddr, "dns", "", "the server's DNS address (host:port, its --dns-addr); the dns workload is skipped without one")
 	fs.StringVar(&cfg.dnsDomain, "dns-domain", "discoverd.", "the server's --dns-domain")
+	fs.BoolVar(&cfg.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&cfg.render, "render", "", "print the table of a --json output `file` and exit (no workloads run)")
 	fs.Usage = usage(fs, stderr)
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
-	if cfg.render != "" {
+	if cfg.render != "" || cfg.showVersion {
 		return cfg, nil, nil
 	}
 	cfg.http = splitList(httpList)
@@ -255,6 +260,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "discoverd-bench:", err)
 		return 2
+	}
+	if cfg.showVersion {
+		fmt.Fprintln(stdout, version.String("discoverd-bench"))
+		return 0
 	}
 	if cfg.render != "" {
 		return render(cfg.render, stdout, stderr)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/discoverd/discoverd/bus"
 	"github.com/discoverd/discoverd/httpapi"
+	"github.com/discoverd/discoverd/internal/version"
 	"github.com/discoverd/discoverd/node"
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
@@ -42,10 +43,12 @@ type options struct {
 	expiryCheckInterval time.Duration
 	logLevel            string
 	logFormat           string
+	leaderWait          time.Duration
+	showVersion         bool
 }
 
 func main() {
-	if err := run(os.Args[1:], os.Stderr); err != nil {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "discoverd:", err)
 		os.Exit(1)
 	}
@@ -69,6 +72,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.instanceTTL, "instance-ttl", 10*time.Second, "heartbeat TTL")
 	fs.DurationVar(&o.expiryCheckInterval, "expiry-check-interval", time.Second, "how often the leader checks TTLs")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&o.leaderWait, "leader-wait", 5*time.Second, "how long a request that needs the Raft leader waits for one while none is known (start-up, an election) before it is answered 503")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&o.logFormat, "log-format", "", "console or json (default: console on a terminal, json otherwise)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: discoverd [flags]\n\nEvery flag can also be set as DISCOVERD_<FLAG>, e.g. DISCOVERD_ADDR.\n\nFlags:")
@@ -134,13 +139,25 @@ func newLogger(o *options, out *os.File) (zerolog.Logger, error) {
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
 }
 
-func run(args []string, stderr io.Writer) error {
+// logStarted logs the start line. Durations are written with their unit
+// ("10s"), as the flags take them, not as a bare number.
+func logStarted(log zerolog.Logger, o *options, addr, advertise, role, natsURL string) {
+	log.Info().Str("addr", addr).Str("advertise", advertise).Str("role", role).Str("nats", natsURL).
+		Str("version", version.Get()).Str("data_dir", o.dataDir).Stringer("instance_ttl", o.instanceTTL).
+		Stringer("expiry_check_interval", o.expiryCheckInterval).Msg("discoverd started")
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
 	}
 	if err != nil {
 		return err
+	}
+	if o.showVersion {
+		fmt.Fprintln(stdout, version.String("discoverd"))
+		return nil
 	}
 	log, err := newLogger(o, os.Stderr)
 	if err != nil {
@@ -169,6 +186,7 @@ func run(args []string, stderr io.Writer) error {
 		NATSAddr:            o.natsAddr,
 		NATSClusterAddr:     o.natsClusterAddr,
 		NATSLeafAddr:        o.natsLeafAddr,
+		LeaderWait:          o.leaderWait,
 		Log:                 log,
 	})
 	if err != nil {
@@ -192,8 +210,7 @@ func run(args []string, stderr io.Writer) error {
 	if n.IsProxy() {
 		role = "proxy"
 	}
-	log.Info().Str("addr", n.Addr()).Str("advertise", n.Advertise()).Str("role", role).Str("nats", n.NATSURL()).
-		Str("data_dir", o.dataDir).Dur("instance_ttl", o.instanceTTL).Msg("discoverd started")
+	logStarted(log, o, n.Addr(), n.Advertise(), role, n.NATSURL())
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -201,6 +218,9 @@ func run(args []string, stderr io.Writer) error {
 	select {
 	case sig := <-sigs:
 		log.Info().Str("signal", sig.String()).Msg("shutting down")
+	case err := <-n.Fatal():
+		// The node met a Raft entry it cannot apply and closed itself.
+		runErr = err
 	case err := <-serveErr:
 		if !errors.Is(err, http.ErrServerClosed) {
 			runErr = fmt.Errorf("serving HTTP: %w", err)
