@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/discoverd/discoverd/api"
-	"github.com/discoverd/discoverd/ui"
 	"github.com/discoverd/discoverd/snapshot"
+	"github.com/discoverd/discoverd/ui"
 	"github.com/rs/zerolog"
 )
 
