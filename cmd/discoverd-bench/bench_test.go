@@ -125,6 +125,9 @@ func checkResult(t *testing.T, r Result, haveNATS bool) {
 		return
 	}
 	if r.Skipped != "" {
+		if name == "dns" && r.Skipped == "no --dns address given" {
+			return // TestDNSWorkload runs it
+		}
 		if haveNATS || !strings.Contains(name, "nats") {
 			t.Errorf("%s skipped: %s", name, r.Skipped)
 		} else if r.Skipped != "no --nats URL given" {

@@ -6,9 +6,9 @@
 //
 // Workloads: heartbeat-http, heartbeat-nats, heartbeat-nats-req, register,
 // register-large, event-latency (event-latency-sse, event-latency-nats),
-// detect, fanout (fanout-sse, fanout-nats), memory, and all.
+// detect, fanout (fanout-sse, fanout-nats), memory, dns (with --dns), and all.
 //
-// It imports only the shared api types, the version and nats.go, never server packages,
+// It imports only the shared api types, the version, nats.go and miekg/dns, never server packages,
 // so it can be pointed at any server that speaks the API. Every workload
 // creates its own service, bench-<workload>-<random>, and deletes it after.
 package main
@@ -77,6 +77,8 @@ type config struct {
 	noProgress   bool
 	keepServices bool
 	render       string
+	dnsAddr      string
+	dnsDomain    string
 	showVersion  bool
 }
 
@@ -104,6 +106,7 @@ var workloads = []workload{
 	{"fanout-sse", "leader change seen by --subscribers SSE streams", runFanoutSSE},
 	{"fanout-nats", "leader change seen by --subscribers NATS subscribers", runFanoutNATS},
 	{"detect", "last heartbeat -> down event, minus --ttl", runDetect},
+	{"dns", "DNS queries/s over UDP (A and SRV of 100 instances, a leader name) against --dns and a plain miekg/dns server", runDNS},
 }
 
 // aliases name groups of workloads.
@@ -114,6 +117,7 @@ var aliases = map[string][]string{
 }
 
 func main() {
+	serveBaselineIfAsked()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -158,6 +162,8 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	fs.BoolVar(&cfg.stdClient, "std-client", false, "use net/http for the load loops instead of the lean keep-alive client")
 	fs.BoolVar(&cfg.noProgress, "no-progress", false, "no progress line on stderr")
 	fs.BoolVar(&cfg.keepServices, "keep-services", false, "do not delete the bench services afterwards")
+	fs.StringVar(&cfg.dnsAddr, "dns", "", "the server's DNS address (host:port, its --dns-addr); the dns workload is skipped without one")
+	fs.StringVar(&cfg.dnsDomain, "dns-domain", "discoverd.", "the server's --dns-domain")
 	fs.BoolVar(&cfg.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&cfg.render, "render", "", "print the table of a --json output `file` and exit (no workloads run)")
 	fs.Usage = usage(fs, stderr)

@@ -36,6 +36,9 @@ type options struct {
 	natsClusterAddr     string
 	natsLeafAddr        string
 	dnsAddr             string
+	dnsDomain           string
+	dnsRecursors        string
+	dnsTTL              uint
 	instanceTTL         time.Duration
 	expiryCheckInterval time.Duration
 	logLevel            string
@@ -63,6 +66,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.natsClusterAddr, "nats-cluster-addr", "", "voters: NATS route port, needed when there is more than one voter")
 	fs.StringVar(&o.natsLeafAddr, "nats-leaf-addr", "", "voters: port on which proxies' NATS servers connect as leafnodes")
 	fs.StringVar(&o.dnsAddr, "dns-addr", "", "DNS server, UDP and TCP (empty: off)")
+	fs.StringVar(&o.dnsDomain, "dns-domain", "discoverd.", "DNS zone the DNS server answers for")
+	fs.StringVar(&o.dnsRecursors, "dns-recursors", "", "comma list of upstream DNS servers (host:port) for names outside the zone; empty: REFUSED")
+	fs.UintVar(&o.dnsTTL, "dns-ttl", 0, "TTL of DNS records, in seconds")
 	fs.DurationVar(&o.instanceTTL, "instance-ttl", 10*time.Second, "heartbeat TTL")
 	fs.DurationVar(&o.expiryCheckInterval, "expiry-check-interval", time.Second, "how often the leader checks TTLs")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -157,8 +163,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if o.dnsAddr != "" {
-		return fmt.Errorf("--dns-addr: the DNS server is not part of this build yet; leave it empty")
+	dnsOpts, err := o.dnsOptions(log)
+	if err != nil {
+		return err
 	}
 
 	peers := o.peerList()
@@ -192,6 +199,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
+	dnsSrv, err := startDNS(o.dnsAddr, dnsOpts, n)
+	if err != nil {
+		n.Close()
+		return err
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(n.HTTPListener()) }()
 	role := "voter"
@@ -219,6 +231,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	// Streams first: an open SSE response would otherwise hold Shutdown for
 	// its whole timeout.
 	n.EndStreams()
+	if dnsSrv != nil {
+		dnsSrv.Close()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
