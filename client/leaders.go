@@ -15,7 +15,9 @@ import (
 //
 // It is built on a Watcher of the service's leader stream, so it survives
 // disconnects, restarts and failover the same way. The channel is closed
-// when ctx ends. An unknown service gives an object_not_found error.
+// when ctx ends. A service that does not exist yet is watched like one with
+// no leader: the first value is nil, and its leaders follow once it is
+// created.
 func (c *Client) Leaders(ctx context.Context, service string) (<-chan *api.Instance, error) {
 	w, err := c.watch(ctx, service, leaderKinds)
 	if err != nil {
@@ -41,11 +43,18 @@ func (c *Client) Leaders(ctx context.Context, service string) (<-chan *api.Insta
 				if !ok {
 					return
 				}
-				if ev.Kind != api.EventLeader {
-					continue
+				switch ev.Kind {
+				case api.EventLeader:
+					pending = ev.Instance
+					hasPending = !sent || !sameLeadership(last, pending)
+				case api.EventCurrent:
+					// A prelude holds a leader event only when there is a
+					// leader: current with none before it means no leader
+					// (or no service yet).
+					if !sent && !hasPending {
+						pending, hasPending = nil, true
+					}
 				}
-				pending = ev.Instance
-				hasPending = !sent || !sameLeadership(last, pending)
 			case send <- pending:
 				last, sent, hasPending = pending, true, false
 			case <-ctx.Done():

@@ -16,7 +16,13 @@ type testServer struct {
 	t *testing.T
 }
 
-const testTTL = 500 * time.Millisecond
+const (
+	testTTL = 500 * time.Millisecond
+	// keepAliveTTL is the TTL of the tests that check a Heartbeater keeps an
+	// instance alive. They measure no expiry, and with half a second a busy
+	// machine that holds the heartbeater up for a quarter of one expires it.
+	keepAliveTTL = 2 * time.Second
+)
 
 // startServer starts a single-node server with the given instance TTL and
 // waits until it leads.

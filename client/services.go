@@ -82,8 +82,8 @@ func (c *Client) Instances(ctx context.Context, service string) ([]*api.Instance
 //
 // A service that exists but has no leader gives (nil, nil); an unknown
 // service gives an object_not_found error. (The server answers 404 for both;
-// on a 404 the client tells them apart by reading the service's leader
-// stream prelude.)
+// on a 404 the client tells them apart by reading the service's instances,
+// which are 404 only for an unknown service.)
 func (c *Client) Leader(ctx context.Context, service string) (*api.Instance, error) {
 	if err := api.ValidateServiceName(service); err != nil {
 		return nil, err
@@ -97,12 +97,13 @@ func (c *Client) Leader(ctx context.Context, service string) (*api.Instance, err
 	if !IsNotFound(err) {
 		return nil, err
 	}
-	// No leader, or no service: the leader stream's prelude says which.
-	st, serr := c.readPrelude(ctx, service, leaderKinds, c.readQuery(), retryOpts{})
-	if serr != nil {
-		return nil, serr
+	// No leader, or no service: the instances say which. (A leader stream
+	// cannot tell: it opens on a service not created yet.)
+	ir := &request{method: "GET", path: servicePath(service) + "/instances", query: c.readQuery()}
+	if _, err := c.do(ctx, retryOpts{}, ir, nil); err != nil {
+		return nil, err
 	}
-	return st.leader, nil
+	return nil, nil
 }
 
 // SetLeader makes instance id the leader of a service whose leader type is

@@ -127,9 +127,10 @@ func diff(service string, kinds api.KindMask, a, b *view, index uint64) []api.Ev
 // server restarts and failover. It implements api.Stream.
 //
 // The first connection passes the server's current-state prelude through:
-// one up per instance, the leader event (with no instance when there is no
-// leader), service_meta when the service has meta, then current. After
-// that come the live events.
+// one up per instance, the leader event when there is a leader,
+// service_meta when the service has meta, then current. After that come the
+// live events. A service that does not exist yet is reported as empty
+// (current alone), and its events follow once it is created.
 //
 // When the stream breaks, the watcher reconnects (to any of the client's
 // servers, with backoff) and reconciles its view with the new stream's
@@ -172,8 +173,10 @@ type Watcher struct {
 }
 
 // Watch opens a stream of every event of service (see Watcher). It returns
-// once a server has accepted the stream; an unknown service gives an
-// object_not_found error. The watcher ends when ctx ends or it is closed.
+// once a server has accepted the stream. The service need not exist yet: it
+// is then reported as empty until it is created (a server that answers 404
+// for such a stream, as older ones did, gives an object_not_found error).
+// The watcher ends when ctx ends or it is closed.
 //
 // With WithNATS, the live events come from NATS (discoverd.events.{service}.*)
 // while NATS is connected, and from the HTTP stream otherwise; the current
@@ -515,16 +518,6 @@ func (c *Client) openSSE(ctx context.Context, service string, kinds api.KindMask
 		return nil, err
 	}
 	return sess, nil
-}
-
-// readPrelude reads a service's current state from the prelude of a new
-// stream, then closes the stream.
-func (c *Client) readPrelude(ctx context.Context, service string, kinds api.KindMask, query string, o retryOpts) (*view, error) {
-	prelude, index, err := c.readPreludeEvents(ctx, service, kinds, query, o)
-	if err != nil {
-		return nil, err
-	}
-	return newView(prelude, index), nil
 }
 
 // readPreludeEvents reads the current-state prelude of a new stream (without

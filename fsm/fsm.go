@@ -395,6 +395,24 @@ func (f *FSM) Instances(name string) ([]*api.Instance, error) {
 	return s.instances(), nil
 }
 
+// AppendInstances appends a service's instances, in order of index, to dst
+// and returns it: a caller that reuses dst (the DNS server, per query) reads
+// a service without allocating.
+func (f *FSM) AppendInstances(dst []*api.Instance, name string) ([]*api.Instance, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s, err := f.service(name)
+	if err != nil {
+		return dst, err
+	}
+	for _, inst := range s.order[s.head:] {
+		if inst != nil {
+			dst = append(dst, inst)
+		}
+	}
+	return dst, nil
+}
+
 // Lookup returns one instance and the service's name as the state machine
 // holds it, so a caller keeping the name does not keep its own copy. A nil
 // instance with a nil error means the service exists and the instance does
@@ -456,22 +474,29 @@ func (f *FSM) Nodes() []api.NodeInfo {
 }
 
 // CurrentState returns a service's state as the events that open a stream:
-// one up per instance (in order of index), then leader, then service_meta
-// (when the service has meta), then current. The index of each is the
-// applied index.
+// one up per instance (in order of index), then leader (when the service has
+// a leader), then service_meta (when the service has meta), then current.
+// The index of each is the applied index. A service that does not exist (yet)
+// is described by current alone: a stream may be opened before the service
+// is created, as Flynn's router does, and its events follow once it is.
+//
+// The prelude never holds a leader event without an instance nor a
+// service_meta event without meta: Flynn's client dereferences both while it
+// reconciles a reconnect. (A live change to "no leader" is still a leader
+// event with no instance.)
 //
 // While it runs, call holds the read lock, so nothing is applied between the
 // state read here and whatever call does with it: this is how a subscriber
 // joins the event stream with no gap and no duplicate.
-func (f *FSM) CurrentState(name string, kinds api.KindMask, call func(prelude []api.Event)) error {
+func (f *FSM) CurrentState(name string, kinds api.KindMask, call func(prelude []api.Event)) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	s, err := f.service(name)
-	if err != nil {
-		return err
+	s, ok := f.services[name]
+	if !ok {
+		call([]api.Event{{Service: name, Kind: api.EventCurrent, Index: f.applied}})
+		return
 	}
 	call(f.prelude(s, kinds))
-	return nil
 }
 
 func (f *FSM) prelude(s *service, kinds api.KindMask) []api.Event {
@@ -486,7 +511,9 @@ func (f *FSM) prelude(s *service, kinds api.KindMask) []api.Event {
 		}
 	}
 	if kinds.Has(api.EventLeader) {
-		out = append(out, api.Event{Service: s.name, Kind: api.EventLeader, Instance: s.leader(), Index: idx})
+		if l := s.leader(); l != nil {
+			out = append(out, api.Event{Service: s.name, Kind: api.EventLeader, Instance: l, Index: idx})
+		}
 	}
 	if kinds.Has(api.EventServiceMeta) && s.meta != nil {
 		out = append(out, api.Event{Service: s.name, Kind: api.EventServiceMeta, ServiceMeta: s.meta, Index: idx})

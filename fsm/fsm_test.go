@@ -351,7 +351,6 @@ func TestAddService(t *testing.T) {
 		func(s string) error { _, err := h.f.Instance(s, "x"); return err },
 		func(s string) error { _, err := h.f.Leader(s); return err },
 		func(s string) error { _, err := h.f.ServiceMeta(s); return err },
-		func(s string) error { return h.f.CurrentState(s, api.AllKinds, func([]api.Event) {}) },
 	} {
 		if err := fn("nope"); !api.IsCode(err, api.CodeNotFound) {
 			t.Fatalf("read of unknown service: %v", err)
@@ -796,16 +795,24 @@ func TestReads(t *testing.T) {
 	}
 
 	var prelude []string
-	if err := h.f.CurrentState("a", api.AllKinds, func(p []api.Event) { prelude = fmtEvents(p) }); err != nil {
-		t.Fatal(err)
-	}
+	h.f.CurrentState("a", api.AllKinds, func(p []api.Event) { prelude = fmtEvents(p) })
 	want := []string{"a up i2/3 @7", "a leader i2/3 @7", "a service_meta meta/4 @7", "a current - @7"}
 	if !reflect.DeepEqual(prelude, want) {
 		t.Fatalf("prelude %v, want %v", prelude, want)
 	}
-	_ = h.f.CurrentState("b", api.Mask(api.EventLeader), func(p []api.Event) { prelude = fmtEvents(p) })
+	h.f.CurrentState("b", api.Mask(api.EventLeader), func(p []api.Event) { prelude = fmtEvents(p) })
 	if want := []string{"b leader i1/6 @7", "b current - @7"}; !reflect.DeepEqual(prelude, want) {
 		t.Fatalf("prelude %v, want %v", prelude, want)
+	}
+	// No empty leader or meta in a prelude; an unknown service is current alone.
+	h.ok(8, CmdRemoveInstance, RemoveInstance{Service: "b", ID: "i1"})
+	h.f.CurrentState("b", api.AllKinds, func(p []api.Event) { prelude = fmtEvents(p) })
+	if want := []string{"b current - @8"}; !reflect.DeepEqual(prelude, want) {
+		t.Fatalf("prelude of a service with no leader and no meta %v, want %v", prelude, want)
+	}
+	h.f.CurrentState("nope", api.AllKinds, func(p []api.Event) { prelude = fmtEvents(p) })
+	if want := []string{"nope current - @8"}; !reflect.DeepEqual(prelude, want) {
+		t.Fatalf("prelude of an unknown service %v, want %v", prelude, want)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,6 +35,7 @@ type Cluster struct {
 	// noStartWait and nodeConfig: see NoStartWait and WithNodeConfig.
 	noStartWait bool
 	nodeConfig  func(i int, cfg *node.Config)
+	raftTimeout time.Duration
 }
 
 // Node is one member of a Cluster.
@@ -53,6 +55,14 @@ type Node struct {
 
 // Option changes a cluster's settings.
 type Option func(*Cluster)
+
+// WithRaftTimeout sets the voters' Raft heartbeat and election timeout
+// (250ms unless set, so that failover tests run quickly); 0 is the
+// product's default. A test that measures nothing about elections and
+// loads the machine gives its cluster the product's own timing.
+func WithRaftTimeout(d time.Duration) Option {
+	return func(c *Cluster) { c.raftTimeout = d }
+}
 
 // WithTTL sets the instance TTL and expiry check interval.
 func WithTTL(ttl, check time.Duration) Option {
@@ -75,35 +85,59 @@ func WithNodeConfig(fn func(i int, cfg *node.Config)) Option {
 // nodes stop when the test ends.
 func NewCluster(t testing.TB, voters, proxies int, opts ...Option) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, TTL: time.Second, Expiry: 100 * time.Millisecond}
+	c := &Cluster{t: t, TTL: time.Second, Expiry: 100 * time.Millisecond, raftTimeout: 250 * time.Millisecond}
 	for _, o := range append(slices.Clone(defaultOptions), opts...) {
 		o(c)
 	}
-	dir := t.TempDir()
+	t.Cleanup(c.Close)
+	// A port found free may be taken by another process before a node binds
+	// it, as happens on a machine running many tests at once; the cluster
+	// then starts over on other ports.
+	for attempt := 1; ; attempt++ {
+		err := c.start(t.TempDir(), voters, proxies)
+		if err == nil {
+			break
+		}
+		c.Close()
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
+		t.Logf("starting the cluster again on other ports: %v", err)
+	}
+	if !c.noStartWait {
+		c.WaitForLeader(10 * time.Second)
+	}
+	return c
+}
+
+// start lays the nodes out in dir and starts them together. Only the HTTP
+// and Raft port of each is chosen here, because the other nodes must know
+// it; the NATS ports are bound by the nodes themselves, announced through
+// Raft, and kept for restarts.
+func (c *Cluster) start(dir string, voters, proxies int) error {
 	total := voters + proxies
-	ports := FreePorts(t, total*4)
+	ports := FreePorts(c.t, total)
+	c.Nodes, c.Peers = nil, nil
 	for i := 0; i < total; i++ {
-		p := ports[i*4 : i*4+4]
 		nd := &Node{
-			c:       c,
-			Index:   i,
-			Addr:    "127.0.0.1:" + strconv.Itoa(p[0]),
-			NATSURL: "nats://127.0.0.1:" + strconv.Itoa(p[1]),
-			Voter:   i < voters,
+			c:     c,
+			Index: i,
+			Addr:  "127.0.0.1:" + strconv.Itoa(ports[i]),
+			Voter: i < voters,
 		}
 		nd.cfg = node.Config{
 			DataDir:              filepath.Join(dir, fmt.Sprintf("node%d", i)),
 			Addr:                 nd.Addr,
 			InstanceTTL:          c.TTL,
 			ExpiryCheckInterval:  c.Expiry,
-			RaftHeartbeatTimeout: 250 * time.Millisecond,
+			RaftHeartbeatTimeout: c.raftTimeout,
 			NATS:                 true,
-			NATSAddr:             "127.0.0.1:" + strconv.Itoa(p[1]),
+			NATSAddr:             "127.0.0.1:0",
 			Log:                  testLogger(i),
 		}
 		if nd.Voter {
-			nd.cfg.NATSClusterAddr = "127.0.0.1:" + strconv.Itoa(p[2])
-			nd.cfg.NATSLeafAddr = "127.0.0.1:" + strconv.Itoa(p[3])
+			nd.cfg.NATSClusterAddr = "127.0.0.1:0"
+			nd.cfg.NATSLeafAddr = "127.0.0.1:0"
 			c.Peers = append(c.Peers, nd.Addr)
 		}
 		c.Nodes = append(c.Nodes, nd)
@@ -130,14 +164,7 @@ func NewCluster(t testing.TB, voters, proxies int, opts ...Option) *Cluster {
 	}
 	wg.Wait()
 	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	if !c.noStartWait {
-		c.WaitForLeader(10 * time.Second)
-	}
-	return c
+	return <-errs
 }
 
 func (nd *Node) start() error {
@@ -151,6 +178,14 @@ func (nd *Node) start() error {
 	}
 	local := httpapi.New(n, opts)
 	nd.n = n
+	// Keep the NATS ports the node bound for its restarts.
+	if u := n.NATSURL(); u != "" {
+		nd.NATSURL = u
+		nd.cfg.NATSAddr = strings.TrimPrefix(u, "nats://")
+		if info := n.Info(); nd.Voter {
+			nd.cfg.NATSClusterAddr, nd.cfg.NATSLeafAddr = info.NATSCluster, info.NATSLeaf
+		}
+	}
 	nd.srv = httpapi.NewServer(httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts)), httpapi.ServerOptions{})
 	go nd.srv.Serve(n.HTTPListener())
 	return nil
@@ -329,7 +364,12 @@ func testLogger(i int) zerolog.Logger {
 	if err != nil {
 		l = zerolog.InfoLevel
 	}
-	return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(l).With().Timestamp().Int("node", i).Logger()
+	// Milliseconds, because a failure on a busy machine is read from the
+	// gaps between lines.
+	w := zerolog.ConsoleWriter{Out: os.Stderr, NoColor: true, TimeFormat: "15:04:05.000", FormatTimestamp: func(any) string {
+		return time.Now().Format("15:04:05.000")
+	}}
+	return zerolog.New(w).Level(l).With().Int("node", i).Logger()
 }
 
 // WaitForFeeds waits until every running voter's NATS heartbeat feed has

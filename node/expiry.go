@@ -47,6 +47,12 @@ func (v *voter) expireOnce(stale []hbKey) []hbKey {
 			n.heartbeats.remove(k)
 			continue
 		}
+		if e := n.log.Debug(); e.Enabled() {
+			// Which instance, and how long it went unheard: what tells an
+			// instance that stopped from a heartbeat that never arrived.
+			last, _ := n.heartbeats.lastSeen(k)
+			e.Str("service", k.service).Str("id", k.id).Dur("unheard_for", time.Duration(time.Now().UnixNano()-last)).Msg("expiring instance")
+		}
 		batch = append(batch, fsm.ExpiredInstance{Service: k.service, ID: k.id, Index: inst.Index})
 		if len(batch) == maxExpiryBatch {
 			v.expire(batch)

@@ -155,3 +155,14 @@ func flag(b bool) float64 {
 	}
 	return 0
 }
+
+// RegisterMetrics adds collectors of the node's other parts (the DNS
+// server) to the node's registry, so that /metrics serves them too.
+func (n *Node) RegisterMetrics(cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := n.metrics.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -319,7 +319,7 @@ func (n *Node) Subscribe(service string, kinds api.KindMask, lastEventID uint64,
 		return nil, err
 	}
 	var sub *Subscription
-	err = v.fsm.CurrentState(service, kinds, func(prelude []api.Event) {
+	v.fsm.CurrentState(service, kinds, func(prelude []api.Event) {
 		sub = n.hub.add(service, kinds, func(since func(uint64) ([]api.Event, bool)) []api.Event {
 			if !resume {
 				return prelude
@@ -334,9 +334,6 @@ func (n *Node) Subscribe(service string, kinds api.KindMask, lastEventID uint64,
 			return append([]api.Event{{Service: service, Kind: api.EventResync, Index: idx}}, prelude...)
 		})
 	})
-	if err != nil {
-		return nil, err
-	}
 	return sub, nil
 }
 

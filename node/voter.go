@@ -109,7 +109,16 @@ func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 	rc.LocalID = raft.ServerID(n.advertise)
 	rc.HeartbeatTimeout = cfg.RaftHeartbeatTimeout
 	rc.ElectionTimeout = cfg.RaftHeartbeatTimeout
-	rc.LeaderLeaseTimeout = cfg.RaftHeartbeatTimeout / 2
+	// The leader keeps leading until it has gone a whole election timeout
+	// without hearing from a quorum, the same contact rule a follower's
+	// heartbeats live by, and the longest lease Raft allows. With half of
+	// it, a leader whose process was starved of CPU for a little longer
+	// than that (a busy host) stepped down while every follower still
+	// followed it, and the cluster had no leader until it had re-elected
+	// one: writes in flight failed and heartbeats were refused for nothing.
+	// A partitioned leader still steps down before the others can have
+	// elected a new one (their election timeout is at least this long).
+	rc.LeaderLeaseTimeout = cfg.RaftHeartbeatTimeout
 	rc.CommitTimeout = 5 * time.Millisecond
 	// Concurrent registrations share one disk write: the leader loop takes
 	// every apply that is waiting, up to MaxAppendEntries. (BatchApplyCh is

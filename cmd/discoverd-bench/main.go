@@ -7,9 +7,9 @@
 // Workloads: heartbeat-http, heartbeat-https (the same against --https
 // with --token and --ca), heartbeat-nats, heartbeat-nats-req, register,
 // register-large, event-latency (event-latency-sse, event-latency-nats),
-// detect, fanout (fanout-sse, fanout-nats), memory, and all.
+// detect, fanout (fanout-sse, fanout-nats), memory, dns (with --dns), and all.
 //
-// It imports only the shared api types, the version and nats.go, never server packages,
+// It imports only the shared api types, the version, nats.go and miekg/dns, never server packages,
 // so it can be pointed at any server that speaks the API. Every workload
 // creates its own service, bench-<workload>-<random>, and deletes it after.
 package main
@@ -84,6 +84,8 @@ type config struct {
 	https       []string
 	token       string
 	ca          string
+	dnsAddr     string
+	dnsDomain   string
 	showVersion bool
 }
 
@@ -112,6 +114,7 @@ var workloads = []workload{
 	{"fanout-sse", "leader change seen by --subscribers SSE streams", runFanoutSSE},
 	{"fanout-nats", "leader change seen by --subscribers NATS subscribers", runFanoutNATS},
 	{"detect", "last heartbeat -> down event, minus --ttl", runDetect},
+	{"dns", "DNS queries/s over UDP (A and SRV of 100 instances, a leader name) against --dns and a plain miekg/dns server", runDNS},
 }
 
 // aliases name groups of workloads.
@@ -122,6 +125,7 @@ var aliases = map[string][]string{
 }
 
 func main() {
+	serveBaselineIfAsked()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -160,7 +164,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	fs.DurationVar(&cfg.ttl, "ttl", 10*time.Second, "the server's --instance-ttl (detect reports time to down minus this)")
 	fs.IntVar(&cfg.pid, "pid", 0, "server process id for memory (default: the process listening on the first --http port)")
 	fs.IntVar(&cfg.natsConns, "nats-conns", 2, "NATS connections used to publish and request")
-	fs.DurationVar(&cfg.wait, "wait", 0, "first wait up to this long until every server is healthy, agrees on the Raft leader and their NATS routes carry messages (for servers just started)")
+	fs.DurationVar(&cfg.wait, "wait", 0, "before each workload, wait up to this long until every server is healthy, agrees on the Raft leader and their NATS routes carry messages (for servers just started, or that a workload cost their leader)")
 	fs.DurationVar(&cfg.settle, "settle", 2*time.Second, "memory: wait this long after registering before reading RSS")
 	fs.BoolVar(&cfg.json, "json", false, "print one JSON array instead of a table")
 	fs.BoolVar(&cfg.stdClient, "std-client", false, "use net/http for the load loops instead of the lean keep-alive client")
@@ -170,6 +174,8 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	fs.StringVar(&httpsList, "https", "", "comma list of HTTPS URLs of a server with TLS and auth, for heartbeat-https (compared with heartbeat-http in the same run)")
 	fs.StringVar(&cfg.token, "token", "", "bearer token for the --https servers")
 	fs.StringVar(&cfg.ca, "ca", "", "PEM CA of the --https servers")
+	fs.StringVar(&cfg.dnsAddr, "dns", "", "the server's DNS address (host:port, its --dns-addr); the dns workload is skipped without one")
+	fs.StringVar(&cfg.dnsDomain, "dns-domain", "discoverd.", "the server's --dns-domain")
 	fs.BoolVar(&cfg.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&cfg.render, "render", "", "print the table of a --json output `file` and exit (no workloads run)")
 	fs.Usage = usage(fs, stderr)
@@ -293,14 +299,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	var results []Result
-	for _, name := range names {
+	for i, name := range names {
 		if ctx.Err() != nil {
 			break
 		}
 		wl := findWorkload(name)
-		b.progress.start(name)
-		rows := wl.run(ctx, b)
-		b.progress.stop()
+		var rows []Result
+		if i > 0 && cfg.wait > 0 {
+			// A workload that loaded the servers hard may have cost them
+			// their Raft leader for a while (on a busy host, an election);
+			// the next one starts on a settled cluster, as the first did.
+			b.progress.start("ready")
+			if err := b.awaitReady(ctx); err != nil {
+				rows = failed(name, err)
+			}
+			b.progress.stop()
+		}
+		if rows == nil {
+			b.progress.start(name)
+			rows = wl.run(ctx, b)
+			b.progress.stop()
+		}
 		for _, r := range rows {
 			if !cfg.json {
 				// Rows are printed as they finish too, so a long run shows them.

@@ -100,9 +100,20 @@ func (b *bench) natsHeartbeatSetup(ctx context.Context, name string) (string, []
 // without one measures how fast the server discards heartbeats, not how
 // fast it processes them. With the cap, at most pubBatch*pubMarkers
 // messages (about 2 MB) per connection are ever in flight.
+//
+// Bytes alone are not enough: the server also cuts off a connection it could
+// not write to for 2 s (its client write deadline), its own included, and
+// drops what was queued for it, markers too. A server short of CPU (a busy
+// host) drains 16,000 heartbeats slower than that. So the window also
+// follows time: a marker answered later than pubLag after it was sent
+// shrinks it to one marker and halves the batch (down to pubMinBatch); one
+// answered within pubLag/4 grows them back. The window starts at one marker
+// and doubles from there.
 const (
-	pubBatch   = 1000
-	pubMarkers = 16
+	pubBatch    = 1000
+	pubMarkers  = 16
+	pubMinBatch = 50
+	pubLag      = time.Second
 )
 
 // heartbeat-nats: fire-and-forget heartbeats published as fast as the
@@ -128,7 +139,7 @@ func runHeartbeatNATS(ctx context.Context, b *bench) []Result {
 	}
 	defer closeAll()
 	subj := heartbeatSubject(svc)
-	var published, dropped atomic.Int64
+	var published, dropped, lagging atomic.Int64
 	b.progress.set("publishing", &published, 0, b.cfg.duration)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -156,10 +167,25 @@ func runHeartbeatNATS(ctx context.Context, b *bench) []Result {
 			defer sub.Unsubscribe()
 			k := c
 			outstanding := 0
+			// Slow start: the first markers tell how fast this server
+			// drains, before a full window is queued for it.
+			batch, window := pubBatch, 1
+			var sentAt []time.Time // of the outstanding markers, oldest first
 			await := func() bool {
 				select {
 				case m := <-replies:
 					outstanding--
+					// Answers may overtake each other; the oldest send time
+					// is the lag of the slowest.
+					lag := time.Since(sentAt[0])
+					sentAt = sentAt[1:]
+					switch {
+					case lag > pubLag:
+						batch, window = max(batch/2, pubMinBatch), 1
+						lagging.Add(1)
+					case lag < pubLag/4:
+						batch, window = min(batch*2, pubBatch), min(window*2, pubMarkers)
+					}
 					if m.Header.Get("Status") == "503" {
 						dropped.Add(1)
 					} else if err := heartbeatReply(m.Data); err != nil {
@@ -173,7 +199,7 @@ func runHeartbeatNATS(ctx context.Context, b *bench) []Result {
 				}
 			}
 			for ctx.Err() == nil && time.Now().Before(deadline) {
-				for j := 0; j < pubBatch; j++ {
+				for j := 0; j < batch; j++ {
 					if err := nc.Publish(subj, payloads[k]); err != nil {
 						fail(err)
 						return
@@ -182,13 +208,14 @@ func runHeartbeatNATS(ctx context.Context, b *bench) []Result {
 						k = c % len(payloads)
 					}
 				}
-				published.Add(pubBatch)
+				published.Add(int64(batch))
 				if err := nc.PublishRequest(subj, inbox, payloads[k]); err != nil {
 					fail(err)
 					return
 				}
+				sentAt = append(sentAt, time.Now())
 				outstanding++
-				for outstanding >= pubMarkers {
+				for outstanding >= window {
 					if !await() {
 						return
 					}
@@ -243,6 +270,9 @@ func runHeartbeatNATS(ctx context.Context, b *bench) []Result {
 	}
 	row.Note += fmt.Sprintf("processed rate; published for %s, the server caught up %s later (%d conns, %d instances, <= %d in flight per conn)",
 		pubDone.Round(time.Millisecond), (elapsed - pubDone).Round(time.Millisecond), len(conns), len(payloads), pubBatch*pubMarkers)
+	if l := lagging.Load(); l > 0 {
+		row.Note += fmt.Sprintf("; %d markers answered over %s late, the window shrank", l, pubLag)
+	}
 	return []Result{row}
 }
 

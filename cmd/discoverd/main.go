@@ -40,6 +40,9 @@ type options struct {
 	tlsCert             string
 	tlsKey              string
 	tlsCA               string
+	dnsDomain           string
+	dnsRecursors        string
+	dnsTTL              uint
 	instanceTTL         time.Duration
 	expiryCheckInterval time.Duration
 	logLevel            string
@@ -71,6 +74,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate of this node: HTTPS on --addr, TLS on NATS (empty: no TLS); reloaded on SIGHUP")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM key of --tls-cert")
 	fs.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA that every node's certificate comes from (mutual TLS between nodes)")
+	fs.StringVar(&o.dnsDomain, "dns-domain", "discoverd.", "DNS zone the DNS server answers for")
+	fs.StringVar(&o.dnsRecursors, "dns-recursors", "", "comma list of upstream DNS servers (host:port) for names outside the zone; empty: REFUSED")
+	fs.UintVar(&o.dnsTTL, "dns-ttl", 0, "TTL of DNS records, in seconds")
 	fs.DurationVar(&o.instanceTTL, "instance-ttl", 10*time.Second, "heartbeat TTL")
 	fs.DurationVar(&o.expiryCheckInterval, "expiry-check-interval", time.Second, "how often the leader checks TTLs")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -165,8 +171,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if o.dnsAddr != "" {
-		return fmt.Errorf("--dns-addr: the DNS server is not part of this build yet; leave it empty")
+	dnsOpts, err := o.dnsOptions(log)
+	if err != nil {
+		return err
 	}
 
 	sec, err := setupSecurity(o, log)
@@ -206,6 +213,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	sec.watchNATS(n)
 	local := httpapi.New(n, opts)
 	srv := httpapi.NewServer(httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts)), httpapi.ServerOptions{})
+	dnsSrv, err := startDNS(o.dnsAddr, dnsOpts, n)
+	if err != nil {
+		n.Close()
+		return err
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(n.HTTPListener()) }()
 	role := "voter"
@@ -237,6 +249,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	// Streams first: an open SSE response would otherwise hold Shutdown for
 	// its whole timeout.
 	n.EndStreams()
+	if dnsSrv != nil {
+		dnsSrv.Close()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {

@@ -323,6 +323,8 @@ function newServiceState(name) {
     stream: null,
     instances: new Map(), // id -> {inst, seen}: seen is when this page saw it come up, 0 if before
     pending: null,        // the instances of an opening prelude, until "current"
+    pendingLeader: null,  // and its leader and meta (none unless it holds them)
+    pendingMeta: null,
     synced: false,
     leader: null,
     meta: null,
@@ -361,6 +363,7 @@ function openService(name) {
         // A fresh stream opens with the whole state: gather it aside and
         // swap it in at "current", so the table never shows half of it.
         st.pending = new Map();
+        st.pendingLeader = st.pendingMeta = null;
         st.synced = false;
       }
     },
@@ -386,14 +389,20 @@ function applyServiceEvent(st, ev, id) {
       if (!st.pending) st.version++;
       break;
     case 'leader':
-      st.leader = ev.instance || null;
+      // An opening state holds a leader event only when there is a leader
+      // (and service_meta only when there is meta): gathered aside like
+      // the instances, and taken at "current".
+      if (st.pending) st.pendingLeader = ev.instance || null;
+      else st.leader = ev.instance || null;
       break;
     case 'service_meta':
-      st.meta = ev.service_meta || null;
+      if (st.pending) st.pendingMeta = ev.service_meta || null;
+      else st.meta = ev.service_meta || null;
       break;
     case 'resync':
       // Events were missed: the current state follows, as on a fresh stream.
       st.pending = new Map();
+      st.pendingLeader = st.pendingMeta = null;
       st.synced = false;
       st.stream.resumeId = null;
       addFeed(st, ev);
@@ -402,6 +411,9 @@ function applyServiceEvent(st, ev, id) {
       if (st.pending) {
         st.instances = st.pending;
         st.pending = null;
+        st.leader = st.pendingLeader;
+        st.meta = st.pendingMeta;
+        st.pendingLeader = st.pendingMeta = null;
         st.version++;
       }
       st.synced = true;
