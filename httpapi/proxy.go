@@ -109,6 +109,10 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		copyHeaders(out.Header, r.Header)
+		// Marks a node-to-node request: the voter does not count the
+		// proxy's connections against its per-client limit (the proxy
+		// counts its own clients).
+		out.Header.Set(api.ForwardedHeader, "1")
 		out.ContentLength = int64(len(body))
 		resp, err := p.transport.RoundTrip(out)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discoverd/discoverd/connlimit"
 	"github.com/discoverd/discoverd/httpapi"
 	"github.com/discoverd/discoverd/node"
 	"github.com/rs/zerolog"
@@ -26,7 +27,9 @@ type Cluster struct {
 	Peers  []string
 	TTL    time.Duration
 	Expiry time.Duration
-	mu     sync.Mutex
+	// MaxConnsPerClient is each node's --max-conns-per-client; 0 = no limit.
+	MaxConnsPerClient int
+	mu                sync.Mutex
 }
 
 // Node is one member of a Cluster.
@@ -50,6 +53,12 @@ type Option func(*Cluster)
 // WithTTL sets the instance TTL and expiry check interval.
 func WithTTL(ttl, check time.Duration) Option {
 	return func(c *Cluster) { c.TTL, c.Expiry = ttl, check }
+}
+
+// WithMaxConnsPerClient limits each client address's HTTP connections and
+// streams on every node, as --max-conns-per-client does.
+func WithMaxConnsPerClient(n int) Option {
+	return func(c *Cluster) { c.MaxConnsPerClient = n }
 }
 
 // NewCluster starts voters + proxies nodes and waits for a Raft leader. The
@@ -122,7 +131,12 @@ func (nd *Node) start() error {
 	local := httpapi.New(n, opts)
 	nd.n = n
 	nd.srv = &http.Server{Handler: httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts))}
-	go nd.srv.Serve(n.HTTPListener())
+	limits := connlimit.New(connlimit.Config{Max: nd.c.MaxConnsPerClient})
+	if err := n.RegisterMetrics(limits); err != nil {
+		n.Close()
+		return err
+	}
+	go nd.srv.Serve(limits.Wire(nd.srv, n.HTTPListener()))
 	return nil
 }
 

@@ -79,6 +79,18 @@ func newMetrics(n *Node) *prometheus.Registry {
 // and discoverd's own metrics (discoverd_*), gathered when it is read.
 func (n *Node) Metrics() prometheus.Gatherer { return n.metrics }
 
+// RegisterMetrics adds the collectors of the node's transports (such as
+// the HTTP connection limiter) to the node's registry, so that /metrics
+// reports them with the node's own.
+func (n *Node) RegisterMetrics(cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := n.metrics.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 type nodeCollector struct{ n *Node }
 
 func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/discoverd/discoverd/bus"
+	"github.com/discoverd/discoverd/connlimit"
 	"github.com/discoverd/discoverd/httpapi"
 	"github.com/discoverd/discoverd/node"
 	"github.com/mattn/go-isatty"
@@ -35,6 +36,7 @@ type options struct {
 	natsClusterAddr     string
 	natsLeafAddr        string
 	dnsAddr             string
+	maxConnsPerClient   int
 	instanceTTL         time.Duration
 	expiryCheckInterval time.Duration
 	logLevel            string
@@ -60,6 +62,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.natsClusterAddr, "nats-cluster-addr", "", "voters: NATS route port, needed when there is more than one voter")
 	fs.StringVar(&o.natsLeafAddr, "nats-leaf-addr", "", "voters: port on which proxies' NATS servers connect as leafnodes")
 	fs.StringVar(&o.dnsAddr, "dns-addr", "", "DNS server, UDP and TCP (empty: off)")
+	fs.IntVar(&o.maxConnsPerClient, "max-conns-per-client", connlimit.DefaultMax, "HTTP connections and streams (HTTP/2 streams each count) one client address may hold; past it 429 too_many_connections; 0 = no limit")
 	fs.DurationVar(&o.instanceTTL, "instance-ttl", 10*time.Second, "heartbeat TTL")
 	fs.DurationVar(&o.expiryCheckInterval, "expiry-check-interval", time.Second, "how often the leader checks TTLs")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -94,6 +97,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.advertise == "" {
 		o.advertise = o.addr
+	}
+	if o.maxConnsPerClient < 0 {
+		return nil, fmt.Errorf("--max-conns-per-client %d: want 0 (no limit) or more", o.maxConnsPerClient)
 	}
 	return o, nil
 }
@@ -174,8 +180,14 @@ func run(args []string, stderr io.Writer) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
+	limits := connlimit.New(connlimit.Config{Max: o.maxConnsPerClient})
+	if err := n.RegisterMetrics(limits); err != nil {
+		n.Close()
+		return err
+	}
+	ln := limits.Wire(srv, n.HTTPListener())
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(n.HTTPListener()) }()
+	go func() { serveErr <- srv.Serve(ln) }()
 	role := "voter"
 	if n.IsProxy() {
 		role = "proxy"
