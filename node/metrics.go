@@ -44,6 +44,8 @@ var (
 		"Leafnode connections of the embedded NATS server: on a voter, the proxies connected to it; on a proxy, its connections to voters.", nil, nil)
 	descNATSSlow = prometheus.NewDesc("discoverd_nats_slow_consumers_total",
 		"Times the embedded NATS server found a connection too slow to take what it was sent, by kind of connection.", []string{"kind"}, nil)
+	descNATSRefused = prometheus.NewDesc("discoverd_nats_limit_refusals_total",
+		"Clients the embedded NATS server refused for its limits, by limit: conns (past --nats-max-conns), payload (a message over --nats-max-payload, such as an oversized heartbeat; its connection is closed), subs (past --nats-max-subs; nats-server reports these at most every 2 s, so a lower bound).", []string{"limit"}, nil)
 	descNATSHeartbeats = prometheus.NewDesc("discoverd_nats_heartbeats_received_total",
 		"Heartbeat messages this voter took from NATS, malformed ones included, since it last became a voter.", nil, nil)
 	descNATSMalformed = prometheus.NewDesc("discoverd_nats_heartbeats_malformed_total",
@@ -58,7 +60,7 @@ var metricDescs = []*prometheus.Desc{
 	descVoter, descRaftLeader, descRaftVoters, descRaftTerm, descRaftCommit, descRaftApplied,
 	descServices, descInstances, descHeartbeatEntries, descHeartbeatFeed, descExpired,
 	descStreams, descStreamsSlow,
-	descNATSRoutes, descNATSLeafnodes, descNATSSlow,
+	descNATSRoutes, descNATSLeafnodes, descNATSSlow, descNATSRefused,
 	descNATSHeartbeats, descNATSMalformed, descNATSFailed, descNATSDropped,
 }
 
@@ -135,6 +137,10 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descNATSSlow, clients, "client")
 	counter(descNATSSlow, routes, "route")
 	counter(descNATSSlow, leafnodes, "leafnode")
+	conns, payload, subs := n.nats.LimitRefusals()
+	counter(descNATSRefused, conns, "conns")
+	counter(descNATSRefused, payload, "payload")
+	counter(descNATSRefused, subs, "subs")
 	n.hbSubMu.Lock()
 	hs := n.hbSub
 	n.hbSubMu.Unlock()

@@ -50,6 +50,11 @@ type Config struct {
 	NATSClusterAddr string
 	// NATSLeafAddr is a voter's port for proxies' NATS leafnodes.
 	NATSLeafAddr string
+	// NATSMaxConns, NATSMaxSubs and NATSMaxPayload are the NATS server's
+	// client limits (see bus.ServerConfig); 0 picks bus's defaults.
+	NATSMaxConns   int
+	NATSMaxSubs    int
+	NATSMaxPayload int
 
 	Log zerolog.Logger
 }
@@ -189,6 +194,9 @@ func (n *Node) startNATS() error {
 	cfg := bus.ServerConfig{
 		Name:       n.advertise,
 		ClientAddr: n.cfg.NATSAddr,
+		MaxConns:   n.cfg.NATSMaxConns,
+		MaxSubs:    n.cfg.NATSMaxSubs,
+		MaxPayload: n.cfg.NATSMaxPayload,
 		Log:        n.log,
 	}
 	if cfg.ClientAddr == "" {

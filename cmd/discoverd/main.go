@@ -37,6 +37,9 @@ type options struct {
 	natsLeafAddr        string
 	dnsAddr             string
 	maxConnsPerClient   int
+	natsMaxConns        int
+	natsMaxSubs         int
+	natsMaxPayload      int
 	instanceTTL         time.Duration
 	expiryCheckInterval time.Duration
 	logLevel            string
@@ -61,6 +64,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.natsAddr, "nats-addr", "127.0.0.1:4222", "embedded NATS client port (off disables NATS)")
 	fs.StringVar(&o.natsClusterAddr, "nats-cluster-addr", "", "voters: NATS route port, needed when there is more than one voter")
 	fs.StringVar(&o.natsLeafAddr, "nats-leaf-addr", "", "voters: port on which proxies' NATS servers connect as leafnodes")
+	fs.IntVar(&o.natsMaxConns, "nats-max-conns", bus.DefaultMaxConns, "most NATS client connections the node takes")
+	fs.IntVar(&o.natsMaxSubs, "nats-max-subs", bus.DefaultMaxSubs, "most subscriptions one NATS connection may hold")
+	fs.IntVar(&o.natsMaxPayload, "nats-max-payload", bus.DefaultMaxPayload, "largest NATS message in bytes; a client publishing a larger one (such as a heartbeat) is refused and disconnected")
 	fs.StringVar(&o.dnsAddr, "dns-addr", "", "DNS server, UDP and TCP (empty: off)")
 	fs.IntVar(&o.maxConnsPerClient, "max-conns-per-client", connlimit.DefaultMax, "HTTP connections and streams (HTTP/2 streams each count) one client address may hold; past it 429 too_many_connections; 0 = no limit")
 	fs.DurationVar(&o.instanceTTL, "instance-ttl", 10*time.Second, "heartbeat TTL")
@@ -97,6 +103,17 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.advertise == "" {
 		o.advertise = o.addr
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"nats-max-conns", o.natsMaxConns}, {"nats-max-subs", o.natsMaxSubs}, {"nats-max-payload", o.natsMaxPayload}} {
+		if f.v < 1 {
+			return nil, fmt.Errorf("--%s %d: want 1 or more", f.name, f.v)
+		}
+	}
+	if o.natsMaxPayload > 64<<20 {
+		return nil, fmt.Errorf("--nats-max-payload %d: at most 64 MiB (nats-server's own bound)", o.natsMaxPayload)
 	}
 	if o.maxConnsPerClient < 0 {
 		return nil, fmt.Errorf("--max-conns-per-client %d: want 0 (no limit) or more", o.maxConnsPerClient)
@@ -168,6 +185,9 @@ func run(args []string, stderr io.Writer) error {
 		NATSAddr:            o.natsAddr,
 		NATSClusterAddr:     o.natsClusterAddr,
 		NATSLeafAddr:        o.natsLeafAddr,
+		NATSMaxConns:        o.natsMaxConns,
+		NATSMaxSubs:         o.natsMaxSubs,
+		NATSMaxPayload:      o.natsMaxPayload,
 		Log:                 log,
 	})
 	if err != nil {
