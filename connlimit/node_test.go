@@ -3,6 +3,7 @@ package connlimit_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -250,4 +252,78 @@ func TestProxiesAndVotersAreNotLimitedByEachOther(t *testing.T) {
 	over := openFrom(t, "127.0.0.2", proxy.Addr, "/services/web", true)
 	over.conn.Close()
 	wantRefused(t, over, max)
+}
+
+// h2cClient speaks cleartext HTTP/2 from the loopback address from, and
+// counts the connections it opens.
+func h2cClient(from string, dials *atomic.Int32) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: deadline}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{
+		Protocols: &p,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return d.DialContext(ctx, network, addr)
+		},
+	}}
+}
+
+func TestHTTP2StreamsCountEachAgainstTheLimit(t *testing.T) {
+	const max = 4
+	s := startWeb(t, max)
+	var dials atomic.Int32
+	hc := h2cClient("127.0.0.1", &dials)
+	open := func() (*http.Response, context.CancelFunc) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", s.URL()+"/services/web", nil)
+		req.Header.Set("Accept", "text/event-stream")
+		resp, err := hc.Do(req)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("answered over %s, want HTTP/2", resp.Proto)
+		}
+		return resp, cancel
+	}
+	var cancels []context.CancelFunc
+	defer func() {
+		for _, c := range cancels {
+			c()
+		}
+	}()
+	for i := range max {
+		resp, cancel := open()
+		cancels = append(cancels, cancel)
+		if resp.StatusCode != 200 {
+			t.Fatalf("stream %d: %d", i+1, resp.StatusCode)
+		}
+	}
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("%d streams took %d connections, want 1", max, n)
+	}
+	resp, cancel := open()
+	body, _ := io.ReadAll(resp.Body)
+	cancel()
+	wantRefused(t, &stream{status: resp.StatusCode, body: body}, max)
+
+	// Ending one stream (an HTTP/2 RST_STREAM, the connection stays) frees
+	// its slot.
+	cancels[0]()
+	waitFor(t, "a freed stream slot", func() bool {
+		resp, cancel := open()
+		if resp.StatusCode == 200 {
+			cancels[0] = cancel
+			return true
+		}
+		io.Copy(io.Discard, resp.Body)
+		cancel()
+		return false
+	})
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("the streams took %d connections, want 1", n)
+	}
 }

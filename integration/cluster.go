@@ -131,6 +131,7 @@ func (nd *Node) start() error {
 	local := httpapi.New(n, opts)
 	nd.n = n
 	nd.srv = &http.Server{Handler: httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts))}
+	httpapi.EnableHTTP2(nd.srv)
 	limits := connlimit.New(connlimit.Config{Max: nd.c.MaxConnsPerClient})
 	if err := n.RegisterMetrics(limits); err != nil {
 		n.Close()

@@ -200,6 +200,7 @@ func run(args []string, stderr io.Writer) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
+	httpapi.EnableHTTP2(srv)
 	limits := connlimit.New(connlimit.Config{Max: o.maxConnsPerClient})
 	if err := n.RegisterMetrics(limits); err != nil {
 		n.Close()

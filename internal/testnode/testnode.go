@@ -97,6 +97,7 @@ func (s *Server) StartNode() {
 // Serve starts answering HTTP.
 func (s *Server) Serve() {
 	s.srv = &http.Server{Handler: httpapi.New(s.n, httpapi.Options{})}
+	httpapi.EnableHTTP2(s.srv)
 	go s.srv.Serve(s.limits.Wire(s.srv, s.n.HTTPListener()))
 }
 
