@@ -117,9 +117,10 @@ func TestExpiryEmitsDownAndLeader(t *testing.T) {
 	}()
 	deadline := time.After(300*time.Millisecond + 2*50*time.Millisecond + 500*time.Millisecond)
 	var sawDown, sawLeader bool
+	evc := events(sub)
 	for !(sawDown && sawLeader) {
 		select {
-		case ev := <-sub.Events():
+		case ev := <-evc:
 			if ev.Kind == api.EventDown {
 				if ev.Instance.ID != a.ID {
 					t.Fatalf("expired %s, want only %s", ev.Instance.ID, a.ID)
@@ -184,7 +185,7 @@ func TestSlowSubscriberIsClosedNotBlocking(t *testing.T) {
 		}
 	}
 	received := 0
-	for range sub.Events() {
+	for range events(sub) {
 		received++
 	}
 	if !api.IsCode(sub.Err(), api.CodeUnavailable) || sub.Err() != ErrSlowSubscriber {
@@ -222,4 +223,24 @@ func TestReachableAnnouncesTheAdvertisedHostForWildcardBinds(t *testing.T) {
 			t.Errorf("reachable(%q) = %q, want %q", bound, got, want)
 		}
 	}
+}
+
+// events yields a stream's events on a channel, closed when it ends.
+func events(st api.Stream) <-chan api.Event {
+	ch := make(chan api.Event)
+	go func() {
+		defer close(ch)
+		var evs []api.Event
+		for range st.Ready() {
+			var open bool
+			evs, open = st.Take(evs[:0])
+			for _, ev := range evs {
+				ch <- ev
+			}
+			if !open {
+				return
+			}
+		}
+	}()
+	return ch
 }

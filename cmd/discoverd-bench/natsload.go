@@ -359,7 +359,11 @@ func runFanoutNATS(ctx context.Context, b *bench) []Result {
 	subj := eventSubject(svc, string(api.EventLeader))
 	var opened atomic.Int64
 	b.progress.set("connecting subscribers", &opened, int64(k), 0)
-	conns := make([]*nats.Conn, k)
+	// Subscribers share connections, --subs-per-conn each: a server takes
+	// only so many connections (--nats-max-conns), and many watches of one
+	// process share its connection.
+	per := b.cfg.subsPerConn
+	conns := make([]*nats.Conn, (k+per-1)/per)
 	defer func() {
 		for _, nc := range conns {
 			if nc != nil {
@@ -371,24 +375,27 @@ func runFanoutNATS(ctx context.Context, b *bench) []Result {
 	var mu sync.Mutex
 	var firstErr error
 	sem := make(chan struct{}, 64)
-	for i := 0; i < k; i++ {
+	for c := range conns {
 		wg.Add(1)
-		go func(i int) {
+		go func(c int) {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			nc, err := b.natsConnect(i)
+			nc, err := b.natsConnect(c)
 			if err == nil {
-				conns[i] = nc
-				_, err = nc.Subscribe(subj, func(m *nats.Msg) {
-					at := time.Now()
-					var ev api.Event
-					if json.Unmarshal(m.Data, &ev) == nil && ev.Instance != nil {
-						if !deliver(ctx, events, arrival{sub: i, kind: ev.Kind, id: ev.Instance.ID, at: at}) {
-							return
+				conns[c] = nc
+				for i := c * per; i < min(k, (c+1)*per) && err == nil; i++ {
+					_, err = nc.Subscribe(subj, func(m *nats.Msg) {
+						at := time.Now()
+						var ev api.Event
+						if json.Unmarshal(m.Data, &ev) == nil && ev.Instance != nil {
+							deliver(ctx, events, arrival{sub: i, kind: ev.Kind, id: ev.Instance.ID, at: at})
 						}
+					})
+					if err == nil {
+						opened.Add(1)
 					}
-				})
+				}
 			}
 			if err == nil {
 				err = nc.Flush()
@@ -399,17 +406,21 @@ func runFanoutNATS(ctx context.Context, b *bench) []Result {
 					firstErr = err
 				}
 				mu.Unlock()
-				return
 			}
-			opened.Add(1)
-		}(i)
+		}(c)
 	}
 	wg.Wait()
 	if firstErr != nil {
-		return failed(name, fmt.Errorf("subscribing %d connections: %v", k, firstErr))
+		return failed(name, fmt.Errorf("subscribing %d subscribers over %d connections: %v", k, len(conns), firstErr))
 	}
 	if ctx.Err() != nil {
 		return failed(name, ctx.Err())
 	}
-	return b.fanout(ctx, name, svc, k, events, errc)
+	rows := b.fanout(ctx, name, svc, k, events, errc)
+	for i := range rows {
+		if rows[i].Error == "" {
+			rows[i].Note += fmt.Sprintf("; over %d NATS connections", len(conns))
+		}
+	}
+	return rows
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -405,74 +404,6 @@ func (b *bench) prepareFanout(ctx context.Context, name string) (string, func(),
 		}
 	}
 	return svc, cleanup, nil
-}
-
-// fanout-sse: --subscribers SSE streams of the service's leader
-// (GET /services/{svc}/leader, Accept: text/event-stream).
-func runFanoutSSE(ctx context.Context, b *bench) []Result {
-	const name = "fanout-sse"
-	svc, cleanup, err := b.prepareFanout(ctx, name)
-	if err != nil {
-		return failed(name, err)
-	}
-	defer cleanup()
-	k := b.cfg.subscribers
-	events := make(chan arrival, k*(b.cfg.rounds+2))
-	errc := make(chan error, k)
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() {
-		cancel()
-		wg.Wait()
-	}()
-	var opened atomic.Int64
-	b.progress.set("opening streams", &opened, int64(k), 0)
-	// Open the streams 64 at a time.
-	sem := make(chan struct{}, 64)
-	ready := make(chan error, k)
-	for i := 0; i < k; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			sem <- struct{}{}
-			st, err := b.openSSE(ctx, i, "/services/"+svc+"/leader")
-			if err == nil {
-				if err = st.untilCurrent(); err != nil {
-					st.close()
-				}
-			}
-			<-sem
-			ready <- err
-			if err != nil {
-				return
-			}
-			opened.Add(1)
-			defer st.close()
-			for {
-				ev, err := st.next()
-				if err != nil {
-					if ctx.Err() == nil {
-						select {
-						case errc <- fmt.Errorf("stream %d: %v", i, err):
-						default:
-						}
-					}
-					return
-				}
-				if ev.Kind == api.EventLeader && ev.Instance != nil {
-					if !deliver(ctx, events, arrival{sub: i, kind: ev.Kind, id: ev.Instance.ID, at: time.Now()}) {
-						return
-					}
-				}
-			}
-		}(i)
-	}
-	for i := 0; i < k; i++ {
-		if err := <-ready; err != nil {
-			return failed(name, fmt.Errorf("opening %d streams: %v", k, err))
-		}
-	}
-	return b.fanout(ctx, name, svc, k, events, errc)
 }
 
 // memory: the server's resident memory growth per instance with
