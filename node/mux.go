@@ -1,7 +1,6 @@
 package node
 
 import (
-	"errors"
 	"io"
 	"net"
 	"sync"
@@ -9,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/rs/zerolog"
 )
 
 // raftConnByte opens every Raft connection. HTTP requests start with an ASCII
@@ -24,6 +24,7 @@ const firstByteTimeout = 10 * time.Second
 // HTTP listener or the Raft stream layer by its first byte.
 type portMux struct {
 	ln        net.Listener
+	acc       *acceptor
 	advertise net.Addr
 	http      *chanListener
 	// raft is the listener of the current voter's transport, nil while the
@@ -32,9 +33,10 @@ type portMux struct {
 	closeOnce sync.Once
 }
 
-func newPortMux(ln net.Listener, advertise net.Addr) *portMux {
+func newPortMux(ln net.Listener, advertise net.Addr, log zerolog.Logger) *portMux {
 	m := &portMux{
 		ln:        ln,
+		acc:       newAcceptor(ln, log),
 		advertise: advertise,
 		http:      newChanListener(ln.Addr()),
 	}
@@ -44,12 +46,8 @@ func newPortMux(ln net.Listener, advertise net.Addr) *portMux {
 
 func (m *portMux) serve() {
 	for {
-		conn, err := m.ln.Accept()
+		conn, err := m.acc.accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
 			m.close()
 			return
 		}
@@ -83,6 +81,7 @@ func (m *portMux) route(conn net.Conn) {
 func (m *portMux) close() {
 	m.closeOnce.Do(func() {
 		m.ln.Close()
+		m.acc.close()
 		m.http.Close()
 		if l := m.raft.Load(); l != nil {
 			l.Close()

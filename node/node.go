@@ -160,7 +160,7 @@ func New(cfg Config) (*Node, error) {
 		closing:    make(chan struct{}),
 	}
 	n.metrics = newMetrics(n)
-	n.mux = newPortMux(ln, advertisedAddr(advertise))
+	n.mux = newPortMux(ln, advertisedAddr(advertise), n.log)
 	if cfg.NATS {
 		if err := n.startNATS(); err != nil {
 			n.mux.close()
