@@ -105,6 +105,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, service string,
 			if !writeEvents(w, evs, open, st) {
 				return
 			}
+			n := len(evs)
 			clear(evs)
 			if cap(evs) > maxKeptEvents {
 				evs = nil
@@ -112,6 +113,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, service string,
 			if err := rc.Flush(); err != nil || !open {
 				return
 			}
+			reportWritten(st, n)
 			ticker.Reset(h.keepAlive)
 		}
 	}
@@ -149,4 +151,12 @@ func writeEvents(w io.Writer, evs []api.Event, open bool, st Stream) bool {
 		}
 	}
 	return true
+}
+
+// reportWritten tells a Stream that wants to know (the node's, for its
+// fan-out time metric) that its events went into the socket.
+func reportWritten(st Stream, n int) {
+	if wr, ok := st.(interface{ Written() }); ok && n > 0 {
+		wr.Written()
+	}
 }

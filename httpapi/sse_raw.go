@@ -97,6 +97,7 @@ func (h *handler) rawLoop(conn net.Conn, st Stream) {
 			if !writeEvents(conn, evs, open, st) || !open {
 				return
 			}
+			reportWritten(st, len(evs))
 			clear(evs)
 			if cap(evs) > maxKeptEvents {
 				evs = nil

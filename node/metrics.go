@@ -38,6 +38,8 @@ var (
 		"Open event subscriptions (SSE streams) served from this node's registry.", nil, nil)
 	descStreamsSlow = prometheus.NewDesc("discoverd_event_streams_closed_slow_total",
 		"Event subscriptions this node closed because their reader fell too far behind.", nil, nil)
+	descFanout = prometheus.NewDesc("discoverd_event_fanout_seconds",
+		"How long the last fan-out of applied events took, from publishing them to this node's streams to the last write of them into a stream's socket (SSE transports that report their writes).", nil, nil)
 	descAcceptRefused = prometheus.NewDesc("discoverd_conns_refused_no_fd_total",
 		"Connections to the HTTP/Raft port closed unserved because the process was out of file descriptors.", nil, nil)
 	descNATSRoutes = prometheus.NewDesc("discoverd_nats_routed_servers",
@@ -61,7 +63,7 @@ var (
 var metricDescs = []*prometheus.Desc{
 	descVoter, descRaftLeader, descRaftVoters, descRaftTerm, descRaftCommit, descRaftApplied,
 	descServices, descInstances, descHeartbeatEntries, descHeartbeatFeed, descExpired,
-	descStreams, descStreamsSlow, descAcceptRefused,
+	descStreams, descStreamsSlow, descFanout, descAcceptRefused,
 	descNATSRoutes, descNATSLeafnodes, descNATSSlow, descNATSRefused,
 	descNATSHeartbeats, descNATSMalformed, descNATSFailed, descNATSDropped,
 }
@@ -120,6 +122,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descExpired, n.expired.Load())
 	gauge(descStreams, float64(n.hub.open.Load()))
 	counter(descStreamsSlow, n.hub.closedSlow.Load())
+	gauge(descFanout, n.hub.fanoutTime().Seconds())
 	counter(descAcceptRefused, n.mux.acc.refused.Load())
 	if v != nil {
 		gauge(descRaftTerm, float64(v.raft.CurrentTerm()))

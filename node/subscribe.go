@@ -3,6 +3,7 @@ package node
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/discoverd/discoverd/api"
 )
@@ -67,6 +68,10 @@ func (s *Subscription) Take(dst []api.Event) ([]api.Event, bool) {
 	return dst, !s.closed
 }
 
+// Written tells the node that the transport wrote the events it took
+// into the stream's socket (for the fan-out time in metrics).
+func (s *Subscription) Written() { s.hub.lastWrite.Store(time.Now().UnixNano()) }
+
 // Err says why the stream ended (nil when it was closed by its reader).
 func (s *Subscription) Err() error {
 	s.mu.Lock()
@@ -120,6 +125,22 @@ type hub struct {
 	// them without taking mu from the sink.
 	open       atomic.Int64
 	closedSlow atomic.Uint64
+	// published is when events were last published to subscribers and
+	// lastWrite when a transport last wrote events of a stream out (Unix
+	// nanos): while streams keep up, lastWrite - published is how long the
+	// last fan-out took to reach every stream's socket, for metrics.
+	published atomic.Int64
+	lastWrite atomic.Int64
+}
+
+// fanoutTime is how long the last fan-out took from publish to its last
+// write into a stream's socket, 0 before any.
+func (h *hub) fanoutTime() time.Duration {
+	p, w := h.published.Load(), h.lastWrite.Load()
+	if p == 0 || w < p {
+		return 0
+	}
+	return time.Duration(w - p)
 }
 
 func newHub() *hub {
@@ -130,6 +151,9 @@ func newHub() *hub {
 func (h *hub) publish(events []api.Event, restored bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if len(h.subs) > 0 {
+		h.published.Store(time.Now().UnixNano())
+	}
 	for i := range events {
 		ev := &events[i]
 		if restored {
