@@ -203,7 +203,7 @@ func (b *bench) fanoutSSE(ctx context.Context, name string, h2 bool) []Result {
 			perStream = &v
 		}
 	}
-	rows := b.fanout(ctx, name, svc, k, events, errc)
+	rows := b.fanout(ctx, name, svc, k, events, errc, true)
 	proto := "HTTP/1.1"
 	if h2 {
 		proto = "h2c"

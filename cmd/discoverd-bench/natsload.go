@@ -416,7 +416,7 @@ func runFanoutNATS(ctx context.Context, b *bench) []Result {
 	if ctx.Err() != nil {
 		return failed(name, ctx.Err())
 	}
-	rows := b.fanout(ctx, name, svc, k, events, errc)
+	rows := b.fanout(ctx, name, svc, k, events, errc, false)
 	for i := range rows {
 		if rows[i].Error == "" {
 			rows[i].Note += fmt.Sprintf("; over %d NATS connections", len(conns))

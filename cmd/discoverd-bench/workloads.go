@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -338,9 +340,14 @@ func runDetect(ctx context.Context, b *bench) []Result {
 // leader event to events; it returns when the subscriber is ready. The
 // leader changes by deregistering the leader so that the next oldest leads,
 // --fanout-rounds times.
-func (b *bench) fanout(ctx context.Context, name, svc string, k int, events <-chan arrival, errc <-chan error) []Result {
+//
+// With serverSide, it also reads the first server's
+// discoverd_event_fanout_seconds after each round: the server's own time
+// from publishing the change to its last write into a stream's socket,
+// which shows whether the server or this harness is the bottleneck.
+func (b *bench) fanout(ctx context.Context, name, svc string, k int, events <-chan arrival, errc <-chan error, serverSide bool) []Result {
 	rounds := b.cfg.rounds
-	var lat, worst samples
+	var lat, worst, server samples
 	var done atomic.Int64
 	b.progress.set("leader changes", &done, int64(rounds), 0)
 	for r := 1; r <= rounds; r++ {
@@ -373,13 +380,38 @@ func (b *bench) fanout(ctx context.Context, name, svc string, k int, events <-ch
 		}
 		timeout.Stop()
 		worst.add(slowest)
+		if serverSide {
+			if v, ok := b.serverMetric(ctx, "discoverd_event_fanout_seconds"); ok {
+				server.add(time.Duration(v * float64(time.Second)))
+			}
+		}
 		done.Add(1)
 	}
 	row := Result{Workload: name, Ops: int64(rounds)}
 	row.setLatency(lat)
 	w := worst.summarize()
 	row.Note = fmt.Sprintf("%d subscribers x %d leader changes; all saw it within p50 %.3f ms", k, rounds, *ms(w.p50))
+	if len(server) > 0 {
+		s := server.summarize()
+		row.Note += fmt.Sprintf("; server publish -> last socket write p50 %.3f ms, max %.3f ms", *ms(s.p50), *ms(s.max))
+	}
 	return []Result{row}
+}
+
+// serverMetric reads one unlabelled metric from the first server's
+// /metrics.
+func (b *bench) serverMetric(ctx context.Context, name string) (float64, bool) {
+	body, err := b.call(ctx, http.MethodGet, "/metrics", nil)
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
 }
 
 // prepareFanout creates the service with --fanout-rounds + 1 instances, the
