@@ -151,7 +151,9 @@ func (p *proxy) relay(w http.ResponseWriter, resp *http.Response) {
 	if flusher != nil {
 		flusher.Flush()
 	}
-	buf := make([]byte, 32<<10)
+	// Events are small and come one by one: a small buffer serves them,
+	// and a proxy holds one per relayed stream.
+	buf := make([]byte, 4<<10)
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
