@@ -421,6 +421,15 @@ func (b *bench) prepareFanout(ctx context.Context, name string) (string, func(),
 	if err != nil {
 		return "", nil, err
 	}
+	if err := b.registerFanout(svc); err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return svc, cleanup, nil
+}
+
+// registerFanout registers the --fanout-rounds + 1 instances of svc.
+func (b *bench) registerFanout(svc string) error {
 	d := b.newDoer(0)
 	defer d.close()
 	for i := 0; i <= b.cfg.rounds; i++ {
@@ -431,11 +440,10 @@ func (b *bench) prepareFanout(ctx context.Context, name string) (string, func(),
 			err = httpError(st, body)
 		}
 		if err != nil {
-			cleanup()
-			return "", nil, err
+			return err
 		}
 	}
-	return svc, cleanup, nil
+	return nil
 }
 
 // memory: the server's resident memory growth per instance with
