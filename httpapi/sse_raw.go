@@ -8,9 +8,11 @@ import (
 	"github.com/discoverd/discoverd/api"
 )
 
-// rawWriteTimeout bounds one write to a hijacked stream: a client that
-// takes nothing for this long is cut off, as a slow subscriber would be.
-const rawWriteTimeout = 10 * time.Second
+// headWriteTimeout bounds the write of a stream's response head. Events
+// are written with no deadline, as net/http writes a stream: a reader that
+// falls behind is closed as a slow subscriber, and must still get the
+// error event that says so once it reads again.
+const headWriteTimeout = 10 * time.Second
 
 // serveRaw serves an HTTP/1.1 event stream on the connection itself, so
 // that an idle stream costs a node no more than it must. net/http holds a
@@ -45,8 +47,9 @@ func (h *handler) serveRaw(w http.ResponseWriter, st Stream) bool {
 		}
 	}
 	b = append(b, "Connection: close\r\n\r\n"...)
-	conn.SetWriteDeadline(time.Now().Add(rawWriteTimeout))
+	conn.SetWriteDeadline(time.Now().Add(headWriteTimeout))
 	_, err = conn.Write(b)
+	conn.SetWriteDeadline(time.Time{})
 	*bp = b
 	putBuf(bp)
 	if err != nil {
@@ -63,13 +66,14 @@ func (h *handler) serveRaw(w http.ResponseWriter, st Stream) bool {
 	return true
 }
 
-// waitGone closes st once the client closes its end (or the connection
-// fails), which ends rawLoop.
+// waitGone closes st and the connection once the client closes its end
+// (or the connection fails), which ends rawLoop, even in a write.
 func waitGone(conn net.Conn, st Stream) {
 	var b [1]byte
 	for {
 		if _, err := conn.Read(b[:]); err != nil {
 			st.Close()
+			conn.Close()
 			return
 		}
 	}
@@ -86,14 +90,12 @@ func (h *handler) rawLoop(conn net.Conn, st Stream) {
 	for {
 		select {
 		case <-ticker.C:
-			conn.SetWriteDeadline(time.Now().Add(rawWriteTimeout))
 			if _, err := conn.Write(sseKeepAlive); err != nil {
 				return
 			}
 		case <-ready:
 			var open bool
 			evs, open = st.Take(evs[:0])
-			conn.SetWriteDeadline(time.Now().Add(rawWriteTimeout))
 			if !writeEvents(conn, evs, open, st) || !open {
 				return
 			}
