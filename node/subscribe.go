@@ -264,13 +264,32 @@ func (h *hub) closeLocked(sub *Subscription, err error) {
 }
 
 // closeAll ends every stream with err.
+//
+// Every stream is marked closed under the lock, and only then are their
+// readers woken: with 100,000 streams, readers woken one by one inside the
+// loop would each take the CPU to write their last event while the loop
+// waits its turn, and a node shutting down would take many seconds.
 func (h *hub) closeAll(err error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	var subs []*Subscription
 	for _, m := range h.subs {
 		for sub := range m {
-			h.closeLocked(sub, err)
+			sub.mu.Lock()
+			if !sub.closed {
+				sub.closed = true
+				sub.err = err
+				subs = append(subs, sub)
+			}
+			sub.mu.Unlock()
 		}
+	}
+	clear(h.subs)
+	h.open.Add(-int64(len(subs)))
+	h.mu.Unlock()
+	for _, sub := range subs {
+		// The ready channel is never closed, so no lock is needed to
+		// signal it.
+		sub.signal()
 	}
 }
 

@@ -46,6 +46,14 @@ type options struct {
 	logFormat           string
 }
 
+// shutdownGrace is how long open requests and streams get to end after
+// SIGTERM before their connections are cut; stopping Raft and NATS follows.
+const shutdownGrace = 2 * time.Second
+
+// shutdownLimit is when a shutdown still under way stops waiting and the
+// process exits (see run).
+const shutdownLimit = 3 * time.Second
+
 func main() {
 	if err := run(os.Args[1:], os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "discoverd:", err)
@@ -230,12 +238,27 @@ func run(args []string, stderr io.Writer) error {
 	signal.Stop(sigs)
 
 	// Streams first: an open SSE response would otherwise hold Shutdown for
-	// its whole timeout.
+	// its whole timeout. Each stream then writes its final error event; with
+	// many thousands open that takes a while, so the process gives them
+	// until shutdownGrace and then cuts the connections left, to exit
+	// within 5 s of the signal.
+	deadline := time.Now().Add(shutdownGrace)
+	// With 100,000 streams ending at once the goroutine running this
+	// shutdown waits for the CPU behind theirs; past shutdownLimit the
+	// process exits as it is. Every acknowledged write is already on disk
+	// (Raft syncs its log before an entry commits), so this loses nothing
+	// but the rest of the streams' final events.
+	hardStop := time.AfterFunc(shutdownLimit, func() {
+		log.Warn().Dur("after", shutdownLimit).Msg("shutdown is taking too long: exiting now")
+		os.Exit(0)
+	})
+	defer hardStop.Stop()
 	n.EndStreams()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
-		log.Warn().Err(err).Msg("HTTP shutdown")
+		log.Warn().Err(err).Msg("HTTP shutdown: closing the connections left")
+		srv.Close()
 	}
 	if err := n.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("closing node: %w", err)
