@@ -118,6 +118,10 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		copyHeaders(out.Header, r.Header)
+		// Marks a node-to-node request: the voter does not count the
+		// proxy's connections against its per-client limit (the proxy
+		// counts its own clients).
+		out.Header.Set(api.ForwardedHeader, "1")
 		out.ContentLength = int64(len(body))
 		resp, err := p.transport.RoundTrip(out)
 		if err != nil {
@@ -156,7 +160,9 @@ func (p *proxy) relay(w http.ResponseWriter, resp *http.Response) {
 	if flusher != nil {
 		flusher.Flush()
 	}
-	buf := make([]byte, 32<<10)
+	// Events are small and come one by one: a small buffer serves them,
+	// and a proxy holds one per relayed stream.
+	buf := make([]byte, 4<<10)
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discoverd/discoverd/connlimit"
 	"github.com/discoverd/discoverd/httpapi"
 	"github.com/discoverd/discoverd/node"
 	"github.com/rs/zerolog"
@@ -27,7 +28,9 @@ type Cluster struct {
 	Peers  []string
 	TTL    time.Duration
 	Expiry time.Duration
-	mu     sync.Mutex
+	// MaxConnsPerClient is each node's --max-conns-per-client; 0 = no limit.
+	MaxConnsPerClient int
+	mu                sync.Mutex
 
 	// noStartWait and nodeConfig: see NoStartWait and WithNodeConfig.
 	noStartWait bool
@@ -76,6 +79,12 @@ func NoStartWait() Option {
 // index) before it first starts.
 func WithNodeConfig(fn func(i int, cfg *node.Config)) Option {
 	return func(c *Cluster) { c.nodeConfig = fn }
+}
+
+// WithMaxConnsPerClient limits each client address's HTTP connections and
+// streams on every node, as --max-conns-per-client does.
+func WithMaxConnsPerClient(n int) Option {
+	return func(c *Cluster) { c.MaxConnsPerClient = n }
 }
 
 // NewCluster starts voters + proxies nodes and waits for a Raft leader. The
@@ -178,7 +187,13 @@ func (nd *Node) start() error {
 		}
 	}
 	nd.srv = &http.Server{Handler: httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts))}
-	go nd.srv.Serve(n.HTTPListener())
+	httpapi.EnableHTTP2(nd.srv)
+	limits := connlimit.New(connlimit.Config{Max: nd.c.MaxConnsPerClient})
+	if err := n.RegisterMetrics(limits); err != nil {
+		n.Close()
+		return err
+	}
+	go nd.srv.Serve(limits.Wire(nd.srv, n.HTTPListener()))
 	return nil
 }
 

@@ -67,6 +67,11 @@ type Config struct {
 	NATSClusterAddr string
 	// NATSLeafAddr is a voter's port for proxies' NATS leafnodes.
 	NATSLeafAddr string
+	// NATSMaxConns, NATSMaxSubs and NATSMaxPayload are the NATS server's
+	// client limits (see bus.ServerConfig); 0 picks bus's defaults.
+	NATSMaxConns   int
+	NATSMaxSubs    int
+	NATSMaxPayload int
 
 	Log zerolog.Logger
 }
@@ -204,7 +209,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.commandMax.Store(uint32(min(fsm.BaselineCommandType, cfg.MaxCommandType)))
 	n.metrics = newMetrics(n)
-	n.mux = newPortMux(ln, advertisedAddr(advertise))
+	n.mux = newPortMux(ln, advertisedAddr(advertise), n.log)
 	if cfg.NATS {
 		if err := n.startNATS(); err != nil {
 			n.mux.close()
@@ -240,6 +245,9 @@ func (n *Node) startNATS() error {
 	cfg := bus.ServerConfig{
 		Name:       n.advertise,
 		ClientAddr: n.cfg.NATSAddr,
+		MaxConns:   n.cfg.NATSMaxConns,
+		MaxSubs:    n.cfg.NATSMaxSubs,
+		MaxPayload: n.cfg.NATSMaxPayload,
 		Log:        n.log,
 	}
 	if cfg.ClientAddr == "" {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/discoverd/discoverd/connlimit"
 	"github.com/discoverd/discoverd/httpapi"
 	"github.com/discoverd/discoverd/node"
 )
@@ -19,6 +20,9 @@ type Options struct {
 	// NATS runs the node's embedded NATS server on a free loopback port,
 	// kept across restarts so that NATS clients can reconnect to it.
 	NATS bool
+	// MaxConnsPerClient limits each client address's HTTP connections and
+	// streams as --max-conns-per-client does; 0 means no limit.
+	MaxConnsPerClient int
 }
 
 // Server is a single-node discoverd in process: a node and its HTTP API.
@@ -28,6 +32,8 @@ type Server struct {
 	cfg node.Config
 	n   *node.Node
 	srv *http.Server
+	// limits counts client connections, across restarts.
+	limits *connlimit.Limiter
 	// applied is the node's applied index when it was last stopped: a
 	// restarted node serves only once it has applied that much again.
 	applied uint64
@@ -49,7 +55,7 @@ func Start(tb testing.TB, o Options) *Server {
 		// keeps each test's start quick.
 		RaftHeartbeatTimeout: 100 * time.Millisecond,
 		Log:                  zerolog.Nop(),
-	}}
+	}, limits: connlimit.New(connlimit.Config{Max: o.MaxConnsPerClient})}
 	if o.NATS {
 		s.cfg.NATS = true
 		s.cfg.NATSAddr = "127.0.0.1:-1"
@@ -72,6 +78,9 @@ func (s *Server) StartNode() {
 		s.tb.Fatal(err)
 	}
 	s.n = n
+	if err := n.RegisterMetrics(s.limits); err != nil {
+		s.tb.Fatal(err)
+	}
 	s.cfg.Addr = n.Addr()
 	if s.cfg.NATS {
 		s.cfg.NATSAddr = strings.TrimPrefix(n.NATSURL(), "nats://")
@@ -88,7 +97,8 @@ func (s *Server) StartNode() {
 // Serve starts answering HTTP.
 func (s *Server) Serve() {
 	s.srv = &http.Server{Handler: httpapi.New(s.n, httpapi.Options{})}
-	go s.srv.Serve(s.n.HTTPListener())
+	httpapi.EnableHTTP2(s.srv)
+	go s.srv.Serve(s.limits.Wire(s.srv, s.n.HTTPListener()))
 }
 
 // StopHTTP stops answering HTTP, keeping the node (and NATS) running.
