@@ -21,6 +21,9 @@ const (
 	CodeUnauthorized ErrorCode = "unauthorized"
 	// CodeForbidden: the token's role does not allow the request (403).
 	CodeForbidden ErrorCode = "forbidden"
+	// CodeTooManyConnections refuses a request whose client address holds
+	// as many connections and streams as the node allows one address.
+	CodeTooManyConnections ErrorCode = "too_many_connections"
 )
 
 // Error is the JSON error body of every failed request, over HTTP and NATS.
@@ -53,14 +56,17 @@ func (c ErrorCode) Status() int {
 		return http.StatusUnauthorized
 	case CodeForbidden:
 		return http.StatusForbidden
+	case CodeTooManyConnections:
+		return http.StatusTooManyRequests
 	default:
 		return http.StatusInternalServerError
 	}
 }
 
-// Errorf builds an Error; service_unavailable errors are always retryable.
+// Errorf builds an Error; service_unavailable and too_many_connections
+// errors are always retryable.
 func Errorf(code ErrorCode, format string, args ...any) *Error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...), Retry: code == CodeUnavailable}
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...), Retry: code == CodeUnavailable || code == CodeTooManyConnections}
 }
 
 // AsError turns any error into an *Error, keeping a typed one as it is and

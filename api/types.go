@@ -17,6 +17,9 @@ const (
 	// ForwardedHeader marks a request a proxy or follower already forwarded, so
 	// it is never forwarded a second time.
 	ForwardedHeader = "Discoverd-Forwarded"
+	// RelayedHeader marks a request a proxy relays for its client: it is
+	// still judged by the client's own token, never as a node's.
+	RelayedHeader = "Discoverd-Relayed"
 )
 
 // Instance is one registered endpoint of a service.

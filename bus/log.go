@@ -3,6 +3,7 @@ package bus
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
@@ -23,6 +24,25 @@ type natsLogger struct {
 	// fatal receives the first fatal message, so that StartServer fails at
 	// once instead of waiting out its timeout.
 	fatal chan string
+	// refused counts the limit violations the server reports as errors.
+	refused *limitRefusals
+}
+
+// limitRefusals counts clients refused for the server's limits, as
+// nats-server reports them only in its log.
+type limitRefusals struct {
+	conns, payload, subs atomic.Uint64
+}
+
+func (r *limitRefusals) count(msg string) {
+	switch {
+	case strings.Contains(msg, server.ErrMaxPayload.Error()):
+		r.payload.Add(1)
+	case strings.Contains(msg, server.ErrTooManyConnections.Error()):
+		r.conns.Add(1)
+	case strings.Contains(msg, server.ErrTooManySubs.Error()):
+		r.subs.Add(1)
+	}
 }
 
 var _ server.Logger = natsLogger{}
@@ -37,8 +57,14 @@ func (l natsLogger) Noticef(format string, v ...any) {
 	}
 	l.log.Info().Msgf(format, v...)
 }
-func (l natsLogger) Warnf(format string, v ...any)  { l.log.Warn().Msgf(format, v...) }
-func (l natsLogger) Errorf(format string, v ...any) { l.log.Error().Msgf(format, v...) }
+func (l natsLogger) Warnf(format string, v ...any) { l.log.Warn().Msgf(format, v...) }
+func (l natsLogger) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if l.refused != nil {
+		l.refused.count(msg)
+	}
+	l.log.Error().Msg(msg)
+}
 func (l natsLogger) Fatalf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
 	l.log.Error().Bool("fatal", true).Msg(msg)

@@ -60,9 +60,25 @@ const (
 	leafSwitchSettle  = 250 * time.Millisecond
 	// tlsTimeout bounds a TLS handshake on any NATS port.
 	tlsTimeout = 5 * time.Second
-	// maxConns is far above the server's default of 64k: every service
-	// instance may hold a connection.
-	maxConns = 1 << 20
+)
+
+// Defaults of the client limits (ServerConfig.MaxConns, MaxSubs,
+// MaxPayload), nats-server's max_connections, max_subscriptions and
+// max_payload.
+const (
+	// DefaultMaxConns is half of the 20,000 files a process may open on
+	// the machines discoverd is tuned for, leaving the rest to HTTP, Raft
+	// and the stores. Many watchers share a connection, so this bounds
+	// processes, not watches.
+	DefaultMaxConns = 10000
+	// DefaultMaxSubs bounds one connection's subscriptions: a watcher of
+	// every event of 10,000 services fits on one connection; one that
+	// wants more opens another.
+	DefaultMaxSubs = 10000
+	// DefaultMaxPayload is nats-server's own default, 1 MiB: every event of
+	// an instance the API accepts fits in it (its meta is at most 64 KiB,
+	// and under 400 KiB once escaped as JSON).
+	DefaultMaxPayload = 1 << 20
 )
 
 // ServerConfig configures the embedded NATS server.
@@ -91,6 +107,16 @@ type ServerConfig struct {
 	// LeafRemotes are the host:port of voters' leafnode ports: this server is
 	// a proxy's, and connects to one of them as a leafnode.
 	LeafRemotes []string
+	// MaxConns is the most client connections the server takes (routes
+	// and leafnodes not included); 0 means DefaultMaxConns.
+	MaxConns int
+	// MaxSubs is the most subscriptions one connection may hold; 0 means
+	// DefaultMaxSubs.
+	MaxSubs int
+	// MaxPayload is the largest message, in bytes, the server takes; a
+	// client that publishes a larger one is refused and disconnected. 0
+	// means DefaultMaxPayload.
+	MaxPayload int
 	// TLS, when set, puts TLS on the client port and mutual TLS on routes
 	// and leafnodes.
 	TLS *ServerTLS
@@ -106,8 +132,9 @@ type ServerConfig struct {
 
 // Server is a running embedded NATS server.
 type Server struct {
-	ns  *server.Server
-	log zerolog.Logger
+	ns      *server.Server
+	log     zerolog.Logger
+	refused *limitRefusals
 
 	// mu serializes option reloads and guards cfg.
 	mu sync.Mutex
@@ -131,7 +158,8 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	log := cfg.Log.With().Str("component", "nats").Logger()
 	fatal := make(chan string, 1)
-	ns.SetLogger(natsLogger{log: log, fatal: fatal}, opts.Debug, opts.Trace)
+	refused := &limitRefusals{}
+	ns.SetLogger(natsLogger{log: log, fatal: fatal, refused: refused}, opts.Debug, opts.Trace)
 	ns.Start()
 	if err := waitReady(ns, fatal); err != nil {
 		ns.Shutdown()
@@ -139,7 +167,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("bus: nats server %q (client %q, cluster %q, leaf %q): %w",
 			cfg.Name, cfg.ClientAddr, cfg.ClusterAddr, cfg.LeafAddr, err)
 	}
-	s := &Server{ns: ns, log: log, cfg: cfg}
+	s := &Server{ns: ns, log: log, refused: refused, cfg: cfg}
 	// Record the ports actually bound, so that addresses reported to the
 	// cluster are real and reloads rebuild identical listen options. The
 	// server writes the random ports it bound back into opts (the same
@@ -198,7 +226,9 @@ func buildOptions(cfg *ServerConfig) (*server.Options, error) {
 		// No system account: no $SYS event traffic between servers.
 		NoSystemAccount: true,
 
-		MaxConn:       maxConns,
+		MaxConn:       orDefault(cfg.MaxConns, DefaultMaxConns),
+		MaxSubs:       orDefault(cfg.MaxSubs, DefaultMaxSubs),
+		MaxPayload:    int32(orDefault(cfg.MaxPayload, DefaultMaxPayload)),
 		MaxPending:    maxPending,
 		WriteDeadline: clientWriteDeadline,
 		WriteTimeout:  server.WriteTimeoutPolicyClose,
@@ -302,6 +332,13 @@ func buildOptions(cfg *ServerConfig) (*server.Options, error) {
 		o.LeafNode.Remotes = []*server.RemoteLeafOpts{remote}
 	}
 	return o, nil
+}
+
+func orDefault(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 // splitListenAddr parses a listen address; port 0 or -1 means a random port
@@ -440,6 +477,15 @@ func (s *Server) NumLeafNodes() int { return s.ns.NumLeafNodes() }
 // catches up again, a client or leafnode every time it falls behind.
 func (s *Server) SlowConsumers() (clients, routes, leafnodes uint64) {
 	return s.ns.NumSlowConsumersClients(), s.ns.NumSlowConsumersRoutes(), s.ns.NumSlowConsumersLeafs()
+}
+
+// LimitRefusals counts, since the server started, the clients it refused
+// for its limits: connections past MaxConns, messages larger than
+// MaxPayload (each closes its connection), and subscriptions past MaxSubs
+// (nats-server reports these at most once every two seconds per account,
+// so that count is a lower bound).
+func (s *Server) LimitRefusals() (conns, payload, subs uint64) {
+	return s.refused.conns.Load(), s.refused.payload.Load(), s.refused.subs.Load()
 }
 
 // SetRoutes replaces the routes to other voters' cluster ports at runtime:

@@ -94,10 +94,12 @@ func WithConsistentReads() Option {
 // Client talks to a discoverd cluster. It is safe for concurrent use; create
 // one and share it.
 type Client struct {
-	servers      []string
-	hc           *http.Client
-	transport    *http.Transport // the client's own, closed by Close
-	preferred    atomic.Int64    // index in servers of the last one that answered
+	servers   []string
+	hc        *http.Client
+	transport *http.Transport // the client's own, closed by Close
+	// streams carries event streams over h2c; nil with WithHTTPClient.
+	streams      *h2cStreams
+	preferred    atomic.Int64 // index in servers of the last one that answered
 	ttl          time.Duration
 	retryTimeout time.Duration
 	consistent   bool
@@ -150,8 +152,12 @@ func NewWithOptions(servers []string, opts ...Option) *Client {
 			ResponseHeaderTimeout: 30 * time.Second,
 			ExpectContinueTimeout: time.Second,
 			TLSClientConfig:       c.sec.tls,
+			// HTTP/2 over TLS, which a custom DialContext otherwise
+			// turns off.
+			ForceAttemptHTTP2: true,
 		}
 		c.hc = &http.Client{Transport: c.transport}
+		c.streams = newH2CStreams()
 	}
 	return c
 }
@@ -184,6 +190,7 @@ func (c *Client) Close() error {
 	if c.transport != nil {
 		c.transport.CloseIdleConnections()
 	}
+	c.streams.close()
 	return nil
 }
 
@@ -374,7 +381,21 @@ func (c *Client) roundTrip(ctx context.Context, server string, r *request) (resp
 	if err != nil {
 		return nil, 0, err
 	}
-	resp, err = c.hc.Do(req)
+	if r.accept == sseContentType && c.streams.use(server) {
+		resp, err = c.streams.hc.Do(req)
+		if err != nil && ctx.Err() == nil {
+			// The server may not speak h2c: try HTTP/1.1, and remember
+			// it if that answers.
+			if req, err = c.newHTTPRequest(ctx, server, r); err != nil {
+				return nil, 0, err
+			}
+			if resp, err = c.hc.Do(req); err == nil {
+				c.streams.http1Only(server)
+			}
+		}
+	} else {
+		resp, err = c.hc.Do(req)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, 0, ctx.Err()

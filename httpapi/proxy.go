@@ -127,8 +127,11 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		copyHeaders(out.Header, r.Header)
 		// The voter judges a relayed request by the caller's token: the
-		// node-to-node marker is the proxy's own, never a caller's.
+		// node-to-node marker is a node's own, never a caller's. The relay
+		// marker keeps the proxy's connections out of the voter's
+		// per-client limit (the proxy counts its own clients).
 		out.Header.Del(api.ForwardedHeader)
+		out.Header.Set(api.RelayedHeader, "1")
 		out.ContentLength = int64(len(body))
 		resp, err := p.transport.RoundTrip(out)
 		if err != nil {
@@ -167,7 +170,9 @@ func (p *proxy) relay(w http.ResponseWriter, resp *http.Response) {
 	if flusher != nil {
 		flusher.Flush()
 	}
-	buf := make([]byte, 32<<10)
+	// Events are small and come one by one: a small buffer serves them,
+	// and a proxy holds one per relayed stream.
+	buf := make([]byte, 4<<10)
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -62,26 +63,31 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, service string,
 		h.fail(w, err)
 		return
 	}
-	defer st.Close()
-
-	rc := http.NewResponseController(w)
-	// A stream outlives any server write timeout meant for plain requests.
-	_ = rc.SetWriteDeadline(time.Time{})
 	hdr := w.Header()
 	hdr["Content-Type"] = sseContentTypeValue
 	hdr["Cache-Control"] = noCacheValue
 	hdr["X-Accel-Buffering"] = noBufferingValue
 	h.setIndex(w, 0)
+	if r.ProtoMajor == 1 && h.serveRaw(w, st) {
+		return
+	}
+	defer st.Close()
+
+	rc := http.NewResponseController(w)
+	// A stream outlives any server write timeout meant for plain requests.
+	_ = rc.SetWriteDeadline(time.Time{})
 	w.WriteHeader(http.StatusOK)
 	if err := rc.Flush(); err != nil {
 		return
 	}
 
-	events := st.Events()
+	ready := st.Ready()
 	done := r.Context().Done()
 	ticker := time.NewTicker(h.keepAlive)
 	defer ticker.Stop()
-	buf := make([]byte, 0, 4096)
+	// An idle stream holds no buffer: events are taken into evs and
+	// encoded into a pooled buffer only while some are waiting.
+	var evs []api.Event
 	for {
 		select {
 		case <-done:
@@ -93,38 +99,64 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, service string,
 			if err := rc.Flush(); err != nil {
 				return
 			}
-		case ev, ok := <-events:
-			// Drain what is already buffered into one write and one flush.
-			for ok {
-				buf = appendSSEEvent(buf, &ev)
-				if len(buf) >= chunkSize {
-					if _, err := w.Write(buf); err != nil {
-						return
-					}
-					buf = buf[:0]
-				}
-				select {
-				case ev, ok = <-events:
-					continue
-				default:
-				}
-				break
-			}
-			if !ok {
-				if err := st.Err(); err != nil {
-					buf = appendSSEError(buf, api.AsError(err))
-				}
-			}
-			if len(buf) > 0 {
-				if _, err := w.Write(buf); err != nil {
-					return
-				}
-				buf = buf[:0]
-			}
-			if err := rc.Flush(); err != nil || !ok {
+		case <-ready:
+			var open bool
+			evs, open = st.Take(evs[:0])
+			if !writeEvents(w, evs, open, st) {
 				return
 			}
+			n := len(evs)
+			clear(evs)
+			if cap(evs) > maxKeptEvents {
+				evs = nil
+			}
+			if err := rc.Flush(); err != nil || !open {
+				return
+			}
+			reportWritten(st, n)
 			ticker.Reset(h.keepAlive)
 		}
+	}
+}
+
+// maxKeptEvents is the capacity of taken events a stream keeps between
+// bursts; after a larger burst it lets the memory go.
+const maxKeptEvents = 16
+
+// writeEvents writes evs, and the stream's error when it ended (open
+// false), in writes of up to chunkSize; it reports false when the client
+// is gone.
+func writeEvents(w io.Writer, evs []api.Event, open bool, st Stream) bool {
+	bp := getBuf()
+	defer putBuf(bp)
+	buf := (*bp)[:0]
+	defer func() { *bp = buf }()
+	for i := range evs {
+		buf = appendSSEEvent(buf, &evs[i])
+		if len(buf) >= chunkSize {
+			if _, err := w.Write(buf); err != nil {
+				return false
+			}
+			buf = buf[:0]
+		}
+	}
+	if !open {
+		if err := st.Err(); err != nil {
+			buf = appendSSEError(buf, api.AsError(err))
+		}
+	}
+	if len(buf) > 0 {
+		if _, err := w.Write(buf); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// reportWritten tells a Stream that wants to know (the node's, for its
+// fan-out time metric) that its events went into the socket.
+func reportWritten(st Stream, n int) {
+	if wr, ok := st.(interface{ Written() }); ok && n > 0 {
+		wr.Written()
 	}
 }

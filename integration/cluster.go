@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discoverd/discoverd/connlimit"
 	"github.com/discoverd/discoverd/httpapi"
 	"github.com/discoverd/discoverd/node"
 	"github.com/rs/zerolog"
@@ -28,7 +29,9 @@ type Cluster struct {
 	Peers  []string
 	TTL    time.Duration
 	Expiry time.Duration
-	mu     sync.Mutex
+	// MaxConnsPerClient is each node's --max-conns-per-client; 0 = no limit.
+	MaxConnsPerClient int
+	mu                sync.Mutex
 	// sec, when set, runs every node with TLS and auth (WithSecurity).
 	sec *Security
 
@@ -79,6 +82,12 @@ func NoStartWait() Option {
 // index) before it first starts.
 func WithNodeConfig(fn func(i int, cfg *node.Config)) Option {
 	return func(c *Cluster) { c.nodeConfig = fn }
+}
+
+// WithMaxConnsPerClient limits each client address's HTTP connections and
+// streams on every node, as --max-conns-per-client does.
+func WithMaxConnsPerClient(n int) Option {
+	return func(c *Cluster) { c.MaxConnsPerClient = n }
 }
 
 // NewCluster starts voters + proxies nodes and waits for a Raft leader. The
@@ -187,7 +196,13 @@ func (nd *Node) start() error {
 		}
 	}
 	nd.srv = httpapi.NewServer(httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts)), httpapi.ServerOptions{})
-	go nd.srv.Serve(n.HTTPListener())
+	httpapi.EnableHTTP2(nd.srv)
+	limits := connlimit.New(connlimit.Config{Max: nd.c.MaxConnsPerClient})
+	if err := n.RegisterMetrics(limits); err != nil {
+		n.Close()
+		return err
+	}
+	go nd.srv.Serve(limits.Wire(nd.srv, n.HTTPListener()))
 	return nil
 }
 

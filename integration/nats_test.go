@@ -285,7 +285,10 @@ func TestNATSThroughProxyLeafnode(t *testing.T) {
 }
 
 func TestNATSNewLeaderRepublishesLeaders(t *testing.T) {
-	c := NewCluster(t, 3, 0, WithTTL(2*time.Second, 100*time.Millisecond))
+	// w1 is registered once and not heartbeated: a TTL far longer than any
+	// failover keeps it, so the only leader event is the new leader's
+	// republished one, not an expiry's on a machine slow to fail over.
+	c := NewCluster(t, 3, 0, WithTTL(time.Minute, 100*time.Millisecond))
 	leader := c.WaitForLeader(5 * time.Second)
 	f := c.Followers()[0]
 	mustDo(t, "PUT", leader.URL()+"/services/web", api.ServiceConfig{})

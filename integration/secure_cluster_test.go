@@ -1,11 +1,9 @@
 package integration
 
 import (
-	"bytes"
 	"crypto/tls"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,24 +14,6 @@ import (
 	"github.com/discoverd/discoverd/node"
 	"github.com/discoverd/discoverd/pki"
 )
-
-// lockedBuffer collects log lines written from other goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // useSecureSuite makes every NewCluster of the test secure and every helper
 // request speak HTTPS with the admin token, until the test ends.

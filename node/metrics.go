@@ -48,12 +48,18 @@ var (
 		"Open event subscriptions (SSE streams) served from this node's registry.", nil, nil)
 	descStreamsSlow = prometheus.NewDesc("discoverd_event_streams_closed_slow_total",
 		"Event subscriptions this node closed because their reader fell too far behind.", nil, nil)
+	descFanout = prometheus.NewDesc("discoverd_event_fanout_seconds",
+		"How long the last fan-out of applied events took, from publishing them to this node's streams to the last write of them into a stream's socket (SSE transports that report their writes).", nil, nil)
+	descAcceptRefused = prometheus.NewDesc("discoverd_conns_refused_no_fd_total",
+		"Connections to the HTTP/Raft port closed unserved because the process was out of file descriptors.", nil, nil)
 	descNATSRoutes = prometheus.NewDesc("discoverd_nats_routed_servers",
 		"Other NATS servers (voters) the embedded NATS server has routes to.", nil, nil)
 	descNATSLeafnodes = prometheus.NewDesc("discoverd_nats_leafnodes",
 		"Leafnode connections of the embedded NATS server: on a voter, the proxies connected to it; on a proxy, its connections to voters.", nil, nil)
 	descNATSSlow = prometheus.NewDesc("discoverd_nats_slow_consumers_total",
 		"Times the embedded NATS server found a connection too slow to take what it was sent, by kind of connection.", []string{"kind"}, nil)
+	descNATSRefused = prometheus.NewDesc("discoverd_nats_limit_refusals_total",
+		"Clients the embedded NATS server refused for its limits, by limit: conns (past --nats-max-conns), payload (a message over --nats-max-payload, such as an oversized heartbeat; its connection is closed), subs (past --nats-max-subs; nats-server reports these at most every 2 s, so a lower bound).", []string{"limit"}, nil)
 	descNATSHeartbeats = prometheus.NewDesc("discoverd_nats_heartbeats_received_total",
 		"Heartbeat messages this voter took from NATS, malformed ones included, since it last became a voter.", nil, nil)
 	descNATSMalformed = prometheus.NewDesc("discoverd_nats_heartbeats_malformed_total",
@@ -67,8 +73,8 @@ var (
 var metricDescs = []*prometheus.Desc{
 	descBuildInfo, descCommandsApplied, descClusterCommandMax, descVoter, descRaftLeader, descRaftVoters, descRaftTerm, descRaftCommit, descRaftApplied,
 	descServices, descInstances, descHeartbeatEntries, descHeartbeatFeed, descExpired,
-	descStreams, descStreamsSlow,
-	descNATSRoutes, descNATSLeafnodes, descNATSSlow,
+	descStreams, descStreamsSlow, descFanout, descAcceptRefused,
+	descNATSRoutes, descNATSLeafnodes, descNATSSlow, descNATSRefused,
 	descNATSHeartbeats, descNATSMalformed, descNATSFailed, descNATSDropped,
 }
 
@@ -88,6 +94,18 @@ func newMetrics(n *Node) *prometheus.Registry {
 // Metrics is the node's Prometheus registry: the Go runtime, the process
 // and discoverd's own metrics (discoverd_*), gathered when it is read.
 func (n *Node) Metrics() prometheus.Gatherer { return n.metrics }
+
+// RegisterMetrics adds the collectors of the node's transports (the HTTP
+// connection limiter, the DNS server) to the node's registry, so that /metrics
+// reports them with the node's own.
+func (n *Node) RegisterMetrics(cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := n.metrics.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 type nodeCollector struct{ n *Node }
 
@@ -115,6 +133,8 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descExpired, n.expired.Load())
 	gauge(descStreams, float64(n.hub.open.Load()))
 	counter(descStreamsSlow, n.hub.closedSlow.Load())
+	gauge(descFanout, n.hub.fanoutTime().Seconds())
+	counter(descAcceptRefused, n.mux.acc.refused.Load())
 	if v != nil {
 		gauge(descRaftTerm, float64(v.raft.CurrentTerm()))
 		gauge(descRaftCommit, float64(v.raft.CommitIndex()))
@@ -138,6 +158,10 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descNATSSlow, clients, "client")
 	counter(descNATSSlow, routes, "route")
 	counter(descNATSSlow, leafnodes, "leafnode")
+	conns, payload, subs := n.nats.LimitRefusals()
+	counter(descNATSRefused, conns, "conns")
+	counter(descNATSRefused, payload, "payload")
+	counter(descNATSRefused, subs, "subs")
 	n.hbSubMu.Lock()
 	hs := n.hbSub
 	n.hbSubMu.Unlock()
@@ -154,15 +178,4 @@ func flag(b bool) float64 {
 		return 1
 	}
 	return 0
-}
-
-// RegisterMetrics adds collectors of the node's other parts (the DNS
-// server) to the node's registry, so that /metrics serves them too.
-func (n *Node) RegisterMetrics(cs ...prometheus.Collector) error {
-	for _, c := range cs {
-		if err := n.metrics.Register(c); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -71,6 +71,7 @@ func TestMetricsFollowPrometheusConventions(t *testing.T) {
 		"discoverd_heartbeat_table_entries", "discoverd_heartbeat_feed_connected",
 		"discoverd_expired_instances_total",
 		"discoverd_event_streams", "discoverd_event_streams_closed_slow_total",
+		"discoverd_conns_refused_no_fd_total", "discoverd_event_fanout_seconds",
 	} {
 		if _, ok := fams[name]; !ok {
 			t.Errorf("%s is missing", name)

@@ -1,16 +1,16 @@
 package node
 
 import (
-	"bufio"
 	"crypto/tls"
-	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/rs/zerolog"
 )
 
 // raftConnByte opens every Raft connection. HTTP requests start with an ASCII
@@ -31,6 +31,7 @@ const firstByteTimeout = 10 * time.Second
 // HTTP listener or the Raft stream layer by its first byte.
 type portMux struct {
 	ln        net.Listener
+	acc       *acceptor
 	advertise net.Addr
 	http      *chanListener
 	// raft is the listener of the current voter's transport, nil while the
@@ -43,9 +44,10 @@ type portMux struct {
 	tls *tls.Config
 }
 
-func newPortMux(ln net.Listener, advertise net.Addr, tlsConfig *tls.Config) *portMux {
+func newPortMux(ln net.Listener, advertise net.Addr, log zerolog.Logger, tlsConfig *tls.Config) *portMux {
 	m := &portMux{
 		ln:        ln,
+		acc:       newAcceptor(ln, log),
 		tls:       tlsConfig,
 		advertise: advertise,
 		http:      newChanListener(ln.Addr()),
@@ -56,12 +58,8 @@ func newPortMux(ln net.Listener, advertise net.Addr, tlsConfig *tls.Config) *por
 
 func (m *portMux) serve() {
 	for {
-		conn, err := m.ln.Accept()
+		conn, err := m.acc.accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
 			m.close()
 			return
 		}
@@ -70,28 +68,30 @@ func (m *portMux) serve() {
 }
 
 func (m *portMux) route(conn net.Conn) {
-	br := bufio.NewReaderSize(conn, 1024)
+	// One byte, read without a buffer: a buffered reader would stay with
+	// the connection for its whole life, and a node holds many thousands
+	// of idle streams.
+	var first [1]byte
 	conn.SetReadDeadline(time.Now().Add(firstByteTimeout))
-	b, err := br.Peek(1)
+	_, err := io.ReadFull(conn, first[:])
 	conn.SetReadDeadline(time.Time{})
 	if err != nil {
 		conn.Close()
 		return
 	}
 	if m.tls != nil {
-		m.routeTLS(&peekedConn{Conn: conn, r: br}, b[0])
+		m.routeTLS(&peekedConn{Conn: conn, first: first[0], unread: true}, first[0])
 		return
 	}
-	if b[0] == raftConnByte {
-		br.Discard(1)
+	if first[0] == raftConnByte {
 		if l := m.raft.Load(); l != nil {
-			l.deliver(&peekedConn{Conn: conn, r: br})
+			l.deliver(conn)
 		} else {
 			conn.Close()
 		}
 		return
 	}
-	m.http.deliver(&peekedConn{Conn: conn, r: br})
+	m.http.deliver(&peekedConn{Conn: conn, first: first[0], unread: true})
 }
 
 // tlsHandshakeByte opens every TLS connection (a handshake record).
@@ -132,6 +132,7 @@ func (m *portMux) routeTLS(conn net.Conn, first byte) {
 func (m *portMux) close() {
 	m.closeOnce.Do(func() {
 		m.ln.Close()
+		m.acc.close()
 		m.http.Close()
 		if l := m.raft.Load(); l != nil {
 			l.Close()
@@ -147,13 +148,24 @@ func (m *portMux) newRaftListener() *chanListener {
 	return l
 }
 
-// peekedConn is a connection whose first bytes were read into r.
+// peekedConn is a connection whose first byte the mux read.
 type peekedConn struct {
 	net.Conn
-	r *bufio.Reader
+	first  byte
+	unread bool
 }
 
-func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *peekedConn) Read(p []byte) (int, error) {
+	if c.unread && len(p) > 0 {
+		c.unread = false
+		p[0] = c.first
+		return 1, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// NetConn is the accepted connection.
+func (c *peekedConn) NetConn() net.Conn { return c.Conn }
 
 // chanListener is a net.Listener fed by the mux.
 type chanListener struct {

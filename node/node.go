@@ -68,6 +68,11 @@ type Config struct {
 	NATSClusterAddr string
 	// NATSLeafAddr is a voter's port for proxies' NATS leafnodes.
 	NATSLeafAddr string
+	// NATSMaxConns, NATSMaxSubs and NATSMaxPayload are the NATS server's
+	// client limits (see bus.ServerConfig); 0 picks bus's defaults.
+	NATSMaxConns   int
+	NATSMaxSubs    int
+	NATSMaxPayload int
 	// NATSAuth, when set, turns NATS auth on (tokens as NATS users).
 	NATSAuth *bus.ServerAuth
 	// NATSTLS, when set, puts TLS on the NATS client port and mutual TLS on
@@ -229,7 +234,7 @@ func New(cfg Config) (*Node, error) {
 		n.raftTLS = cfg.PeerTLS.Clone()
 		n.raftTLS.NextProtos = []string{RaftALPN}
 	}
-	n.mux = newPortMux(ln, advertisedAddr(advertise), cfg.TLS)
+	n.mux = newPortMux(ln, advertisedAddr(advertise), n.log, cfg.TLS)
 	if cfg.NATS {
 		if err := n.startNATS(); err != nil {
 			n.mux.close()
@@ -265,6 +270,9 @@ func (n *Node) startNATS() error {
 	cfg := bus.ServerConfig{
 		Name:       n.advertise,
 		ClientAddr: n.cfg.NATSAddr,
+		MaxConns:   n.cfg.NATSMaxConns,
+		MaxSubs:    n.cfg.NATSMaxSubs,
+		MaxPayload: n.cfg.NATSMaxPayload,
 		Auth:       n.cfg.NATSAuth,
 		TLS:        n.cfg.NATSTLS,
 		Log:        n.log,

@@ -167,9 +167,10 @@ func expiryRound(t *testing.T, n *Node, svc string, ttl time.Duration) (time.Dur
 	// deadline sized for a busy machine.
 	deadline := time.After(ttl + 10*time.Second)
 	var sawDown, sawLeader bool
+	evc := events(sub)
 	for !(sawDown && sawLeader) {
 		select {
-		case ev := <-sub.Events():
+		case ev := <-evc:
 			if ev.Kind == api.EventDown && ev.Instance.ID == b.ID {
 				if g := gap(); g >= ttl {
 					return g, false
@@ -241,7 +242,7 @@ func TestSlowSubscriberIsClosedNotBlocking(t *testing.T) {
 		}
 	}
 	received := 0
-	for range sub.Events() {
+	for range events(sub) {
 		received++
 	}
 	if !api.IsCode(sub.Err(), api.CodeUnavailable) || sub.Err() != ErrSlowSubscriber {
@@ -279,4 +280,24 @@ func TestReachableAnnouncesTheAdvertisedHostForWildcardBinds(t *testing.T) {
 			t.Errorf("reachable(%q) = %q, want %q", bound, got, want)
 		}
 	}
+}
+
+// events yields a stream's events on a channel, closed when it ends.
+func events(st api.Stream) <-chan api.Event {
+	ch := make(chan api.Event)
+	go func() {
+		defer close(ch)
+		var evs []api.Event
+		for range st.Ready() {
+			var open bool
+			evs, open = st.Take(evs[:0])
+			for _, ev := range evs {
+				ch <- ev
+			}
+			if !open {
+				return
+			}
+		}
+	}()
+	return ch
 }

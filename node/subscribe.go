@@ -3,6 +3,7 @@ package node
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/discoverd/discoverd/api"
 )
@@ -25,18 +26,51 @@ const subscriberBuffer = 1024
 const historySize = 8192
 
 // Subscription is one open stream of a service's events.
+//
+// Its events wait in queue, which grows as events arrive and shrinks back
+// once they are taken: an idle subscription holds no buffer, where a
+// channel of subscriberBuffer events would hold 56 KiB each, and a node
+// holds many thousands of them.
 type Subscription struct {
 	hub     *hub
 	service string
 	kinds   api.KindMask
-	ch      chan api.Event
-	mu      sync.Mutex
-	closed  bool
-	err     error
+	// ready has room for one signal: events wait, or the stream ended.
+	ready chan struct{}
+
+	mu     sync.Mutex
+	queue  []api.Event
+	limit  int // the most events that may wait: the first ones + subscriberBuffer
+	closed bool
+	err    error
 }
 
-// Events yields the stream's events; it is closed when the stream ends.
-func (s *Subscription) Events() <-chan api.Event { return s.ch }
+// keptQueue is the capacity a taken queue keeps, so that a stream that
+// gets one event now and then does not allocate for each; a larger one
+// (after a burst) is dropped.
+const keptQueue = 4
+
+// Ready is signalled when events wait or the stream has ended.
+func (s *Subscription) Ready() <-chan struct{} { return s.ready }
+
+// Take appends the waiting events to dst and reports whether the stream is
+// still open.
+func (s *Subscription) Take(dst []api.Event) ([]api.Event, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dst = append(dst, s.queue...)
+	if cap(s.queue) > keptQueue {
+		s.queue = nil
+	} else {
+		clear(s.queue) // the instances they point to may go
+		s.queue = s.queue[:0]
+	}
+	return dst, !s.closed
+}
+
+// Written tells the node that the transport wrote the events it took
+// into the stream's socket (for the fan-out time in metrics).
+func (s *Subscription) Written() { s.hub.lastWrite.Store(time.Now().UnixNano()) }
 
 // Err says why the stream ended (nil when it was closed by its reader).
 func (s *Subscription) Err() error {
@@ -48,14 +82,24 @@ func (s *Subscription) Err() error {
 // Close ends the stream.
 func (s *Subscription) Close() { s.hub.remove(s, nil) }
 
-// send delivers ev without ever blocking; it reports false when the
-// subscriber is full (and must be closed) or already closed.
-func (s *Subscription) send(ev api.Event) bool {
-	select {
-	case s.ch <- ev:
-		return true
-	default:
+// send queues ev without ever blocking; it reports false when the
+// subscriber is too far behind (and must be closed) or already closed.
+func (s *Subscription) send(ev *api.Event) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || len(s.queue) >= s.limit {
 		return false
+	}
+	s.queue = append(s.queue, *ev)
+	s.signal()
+	return true
+}
+
+// signal wakes the reader; s.mu is held.
+func (s *Subscription) signal() {
+	select {
+	case s.ready <- struct{}{}:
+	default:
 	}
 }
 
@@ -85,6 +129,22 @@ type hub struct {
 	// ended is closed, and replaced, each time closeAll ends every stream:
 	// streams that are not subscriptions (the service list's) watch it.
 	ended chan struct{}
+	// published is when events were last published to subscribers and
+	// lastWrite when a transport last wrote events of a stream out (Unix
+	// nanos): while streams keep up, lastWrite - published is how long the
+	// last fan-out took to reach every stream's socket, for metrics.
+	published atomic.Int64
+	lastWrite atomic.Int64
+}
+
+// fanoutTime is how long the last fan-out took from publish to its last
+// write into a stream's socket, 0 before any.
+func (h *hub) fanoutTime() time.Duration {
+	p, w := h.published.Load(), h.lastWrite.Load()
+	if p == 0 || w < p {
+		return 0
+	}
+	return time.Duration(w - p)
 }
 
 func newHub() *hub {
@@ -95,6 +155,9 @@ func newHub() *hub {
 func (h *hub) publish(events []api.Event, restored bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if len(h.subs) > 0 {
+		h.published.Store(time.Now().UnixNano())
+	}
 	for i := range events {
 		ev := &events[i]
 		if restored {
@@ -113,7 +176,7 @@ func (h *hub) publish(events []api.Event, restored bool) {
 			if !sub.kinds.Has(ev.Kind) {
 				continue
 			}
-			if !sub.send(*ev) {
+			if !sub.send(ev) {
 				h.closeLocked(sub, ErrSlowSubscriber)
 			}
 		}
@@ -162,9 +225,10 @@ func (h *hub) add(service string, kinds api.KindMask, initial func(resumeOK func
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	first := initial(func(index uint64) ([]api.Event, bool) { return h.since(service, kinds, index) })
-	sub := &Subscription{hub: h, service: service, kinds: kinds, ch: make(chan api.Event, len(first)+subscriberBuffer)}
-	for _, ev := range first {
-		sub.ch <- ev
+	sub := &Subscription{hub: h, service: service, kinds: kinds, ready: make(chan struct{}, 1),
+		queue: first, limit: len(first) + subscriberBuffer}
+	if len(first) > 0 {
+		sub.signal()
 	}
 	m := h.subs[service]
 	if m == nil {
@@ -190,7 +254,7 @@ func (h *hub) closeLocked(sub *Subscription, err error) {
 	}
 	sub.closed = true
 	sub.err = err
-	close(sub.ch)
+	sub.signal()
 	h.open.Add(-1)
 	if err == ErrSlowSubscriber {
 		h.closedSlow.Add(1)
@@ -204,16 +268,35 @@ func (h *hub) closeLocked(sub *Subscription, err error) {
 }
 
 // closeAll ends every stream with err.
+//
+// Every stream is marked closed under the lock, and only then are their
+// readers woken: with 100,000 streams, readers woken one by one inside the
+// loop would each take the CPU to write their last event while the loop
+// waits its turn, and a node shutting down would take many seconds.
 func (h *hub) closeAll(err error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	var subs []*Subscription
 	for _, m := range h.subs {
 		for sub := range m {
-			h.closeLocked(sub, err)
+			sub.mu.Lock()
+			if !sub.closed {
+				sub.closed = true
+				sub.err = err
+				subs = append(subs, sub)
+			}
+			sub.mu.Unlock()
 		}
 	}
+	clear(h.subs)
+	h.open.Add(-int64(len(subs)))
 	close(h.ended)
 	h.ended = make(chan struct{})
+	h.mu.Unlock()
+	for _, sub := range subs {
+		// The ready channel is never closed, so no lock is needed to
+		// signal it.
+		sub.signal()
+	}
 }
 
 // endedChan is closed the next time closeAll ends every stream.

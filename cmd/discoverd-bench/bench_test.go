@@ -60,6 +60,8 @@ func (s *testServer) smallArgs(extra ...string) []string {
 		"--duration", "1s",
 		"--samples", "50",
 		"--subscribers", "20",
+		"--streams-per-addr", "8",
+		"--subs-per-conn", "4",
 		"--fanout-rounds", "3",
 		"--large-instances", "200",
 		"--memory-instances", "2000",
@@ -130,7 +132,7 @@ func TestEveryWorkload(t *testing.T) {
 var (
 	rateWorkloads    = map[string]bool{"heartbeat-http": true, "heartbeat-https": true, "heartbeat-nats": true, "heartbeat-nats-req": true, "register": true, "register-large": true, "memory": true, "snapshot": true}
 	latencyWorkloads = map[string]bool{"heartbeat-http": true, "heartbeat-https": true, "heartbeat-nats-req": true, "register": true, "register-large": true, "snapshot": true,
-		"event-latency-sse": true, "event-latency-nats": true, "fanout-sse": true, "fanout-nats": true, "detect": true}
+		"event-latency-sse": true, "event-latency-nats": true, "fanout-sse": true, "fanout-sse-h2": true, "fanout-nats": true, "detect": true}
 )
 
 func checkResult(t *testing.T, r Result, haveNATS bool) {
@@ -220,7 +222,7 @@ func TestArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := strings.Join(names, " "), "memory register fanout-sse fanout-nats"; got != want {
+	if got, want := strings.Join(names, " "), "memory register fanout-sse fanout-sse-h2 fanout-nats"; got != want {
 		t.Errorf("workloads %q, want %q", got, want)
 	}
 }

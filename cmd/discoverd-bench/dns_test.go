@@ -27,7 +27,7 @@ func TestDNSWorkload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	s := &testServer{http: ts.URL()}
+	s := &testServer{http: ts.URL(), ttl: testTTL}
 	results := runJSON(t, s.smallArgs("--json", "--dns", srv.Addr(), "--duration", "500ms", "dns"))
 	want := []string{"dns-a", "dns-srv", "dns-leader", "dns-a-baseline", "dns-srv-baseline", "dns-leader-baseline"}
 	if len(results) != len(want) {

@@ -49,6 +49,9 @@ type Result struct {
 	Max  *float64 `json:"max_ms,omitempty"`
 	// BytesPerInstance is the server's RSS growth per instance (memory only).
 	BytesPerInstance *float64 `json:"bytes_per_instance,omitempty"`
+	// BytesPerStream is the server's RSS growth per open stream (fanout-sse
+	// and fanout-sse-h2).
+	BytesPerStream *float64 `json:"bytes_per_stream,omitempty"`
 	// Samples is how many latency samples P50/P99/Max are over.
 	Samples int   `json:"samples,omitempty"`
 	Errors  int64 `json:"errors"`
@@ -73,13 +76,16 @@ type config struct {
 	ttl          time.Duration
 	pid          int
 	natsConns    int
-	wait         time.Duration
-	settle       time.Duration
-	json         bool
-	stdClient    bool
-	noProgress   bool
-	keepServices bool
-	render       string
+	// streamsPerAddr and subsPerConn spread fanout's subscribers.
+	streamsPerAddr int
+	subsPerConn    int
+	wait           time.Duration
+	settle         time.Duration
+	json           bool
+	stdClient      bool
+	noProgress     bool
+	keepServices   bool
+	render         string
 	// https, token and ca: a secured server set for heartbeat-https.
 	https       []string
 	token       string
@@ -111,7 +117,8 @@ var workloads = []workload{
 	{"snapshot", "heartbeats and registrations with --large-instances held, alone and while backups (GET /raft/snapshot) are taken", runSnapshot},
 	{"event-latency-sse", "registration request sent -> its up event over SSE", runEventLatencySSE},
 	{"event-latency-nats", "registration request sent -> its up event over NATS", runEventLatencyNATS},
-	{"fanout-sse", "leader change seen by --subscribers SSE streams", runFanoutSSE},
+	{"fanout-sse", "leader change seen by --subscribers SSE streams over HTTP/1.1", runFanoutSSE},
+	{"fanout-sse-h2", "leader change seen by --subscribers SSE streams over h2c (HTTP/2)", runFanoutSSEH2},
 	{"fanout-nats", "leader change seen by --subscribers NATS subscribers", runFanoutNATS},
 	{"detect", "last heartbeat -> down event, minus --ttl", runDetect},
 	{"dns", "DNS queries/s over UDP (A and SRV of 100 instances, a leader name) against --dns and a plain miekg/dns server", runDNS},
@@ -120,7 +127,7 @@ var workloads = []workload{
 // aliases name groups of workloads.
 var aliases = map[string][]string{
 	"event-latency": {"event-latency-sse", "event-latency-nats"},
-	"fanout":        {"fanout-sse", "fanout-nats"},
+	"fanout":        {"fanout-sse", "fanout-sse-h2", "fanout-nats"},
 	"nats":          {"heartbeat-nats", "heartbeat-nats-req"},
 }
 
@@ -158,6 +165,8 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long each timed workload runs")
 	fs.IntVar(&cfg.samples, "samples", 1000, "samples of event-latency and detect")
 	fs.IntVar(&cfg.subscribers, "subscribers", 1000, "SSE streams and NATS subscribers of fanout (each)")
+	fs.IntVar(&cfg.streamsPerAddr, "streams-per-addr", 1000, "fanout: SSE streams per loopback source address (127.0.0.2, ...), under the server's --max-conns-per-client")
+	fs.IntVar(&cfg.subsPerConn, "subs-per-conn", 100, "fanout-nats: subscribers per NATS connection")
 	fs.IntVar(&cfg.rounds, "fanout-rounds", 5, "leader changes measured by fanout")
 	fs.IntVar(&cfg.large, "large-instances", 100000, "instances already in the service before register-large measures")
 	fs.IntVar(&cfg.memInstances, "memory-instances", 100000, "instances registered by memory")
@@ -196,7 +205,8 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 		n    int
 	}{{"--instances", cfg.instances}, {"--concurrency", cfg.concurrency}, {"--samples", cfg.samples},
 		{"--subscribers", cfg.subscribers}, {"--fanout-rounds", cfg.rounds}, {"--large-instances", cfg.large},
-		{"--memory-instances", cfg.memInstances}, {"--nats-conns", cfg.natsConns}} {
+		{"--memory-instances", cfg.memInstances}, {"--nats-conns", cfg.natsConns},
+		{"--streams-per-addr", cfg.streamsPerAddr}, {"--subs-per-conn", cfg.subsPerConn}} {
 		if v.n < 1 {
 			return nil, nil, fmt.Errorf("%s must be at least 1", v.name)
 		}
@@ -387,6 +397,9 @@ func (r Result) short() string {
 	if r.BytesPerInstance != nil {
 		fmt.Fprintf(&sb, " %.0f B/instance", *r.BytesPerInstance)
 	}
+	if r.BytesPerStream != nil {
+		fmt.Fprintf(&sb, " %.0f B/stream", *r.BytesPerStream)
+	}
 	return sb.String()
 }
 
@@ -401,6 +414,9 @@ func printTable(w io.Writer, results []Result) {
 	}
 	for _, r := range results {
 		note := r.Note
+		if r.BytesPerStream != nil {
+			note = fmt.Sprintf("server RSS %.0f B/stream; %s", *r.BytesPerStream, note)
+		}
 		switch {
 		case r.Skipped != "":
 			note = "skipped: " + r.Skipped

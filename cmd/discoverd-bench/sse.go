@@ -23,6 +23,11 @@ type sseStream struct {
 
 // openSSE opens an event stream of path on server i (round robin).
 func (b *bench) openSSE(ctx context.Context, i int, path string) (*sseStream, error) {
+	return b.openSSEWith(ctx, b.client, i, path)
+}
+
+// openSSEWith is openSSE through hc.
+func (b *bench) openSSEWith(ctx context.Context, hc *http.Client, i int, path string) (*sseStream, error) {
 	srv := b.servers[i%len(b.servers)]
 	if len(b.servers) > 1 {
 		// The service was just created through the first server; another
@@ -37,7 +42,7 @@ func (b *bench) openSSE(ctx context.Context, i int, path string) (*sseStream, er
 		return nil, err
 	}
 	req.Header.Set("Accept", "text/event-stream")
-	resp, err := b.client.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		cancel()
 		return nil, err

@@ -6,7 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -352,9 +353,14 @@ func runDetect(ctx context.Context, b *bench) []Result {
 // leader event to events; it returns when the subscriber is ready. The
 // leader changes by deregistering the leader so that the next oldest leads,
 // --fanout-rounds times.
-func (b *bench) fanout(ctx context.Context, name, svc string, k int, events <-chan arrival, errc <-chan error) []Result {
+//
+// With serverSide, it also reads the first server's
+// discoverd_event_fanout_seconds after each round: the server's own time
+// from publishing the change to its last write into a stream's socket,
+// which shows whether the server or this harness is the bottleneck.
+func (b *bench) fanout(ctx context.Context, name, svc string, k int, events <-chan arrival, errc <-chan error, serverSide bool) []Result {
 	rounds := b.cfg.rounds
-	var lat, worst samples
+	var lat, worst, server samples
 	var done atomic.Int64
 	b.progress.set("leader changes", &done, int64(rounds), 0)
 	for r := 1; r <= rounds; r++ {
@@ -387,13 +393,38 @@ func (b *bench) fanout(ctx context.Context, name, svc string, k int, events <-ch
 		}
 		timeout.Stop()
 		worst.add(slowest)
+		if serverSide {
+			if v, ok := b.serverMetric(ctx, "discoverd_event_fanout_seconds"); ok {
+				server.add(time.Duration(v * float64(time.Second)))
+			}
+		}
 		done.Add(1)
 	}
 	row := Result{Workload: name, Ops: int64(rounds)}
 	row.setLatency(lat)
 	w := worst.summarize()
 	row.Note = fmt.Sprintf("%d subscribers x %d leader changes; all saw it within p50 %.3f ms", k, rounds, *ms(w.p50))
+	if len(server) > 0 {
+		s := server.summarize()
+		row.Note += fmt.Sprintf("; server publish -> last socket write p50 %.3f ms, max %.3f ms", *ms(s.p50), *ms(s.max))
+	}
 	return []Result{row}
+}
+
+// serverMetric reads one unlabelled metric from the first server's
+// /metrics.
+func (b *bench) serverMetric(ctx context.Context, name string) (float64, bool) {
+	body, err := b.call(ctx, http.MethodGet, "/metrics", nil)
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
 }
 
 // prepareFanout creates the service with --fanout-rounds + 1 instances, the
@@ -403,6 +434,15 @@ func (b *bench) prepareFanout(ctx context.Context, name string) (string, func(),
 	if err != nil {
 		return "", nil, err
 	}
+	if err := b.registerFanout(svc); err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return svc, cleanup, nil
+}
+
+// registerFanout registers the --fanout-rounds + 1 instances of svc.
+func (b *bench) registerFanout(svc string) error {
 	d := b.newDoer(0)
 	defer d.close()
 	for i := 0; i <= b.cfg.rounds; i++ {
@@ -413,79 +453,10 @@ func (b *bench) prepareFanout(ctx context.Context, name string) (string, func(),
 			err = httpError(st, body)
 		}
 		if err != nil {
-			cleanup()
-			return "", nil, err
+			return err
 		}
 	}
-	return svc, cleanup, nil
-}
-
-// fanout-sse: --subscribers SSE streams of the service's leader
-// (GET /services/{svc}/leader, Accept: text/event-stream).
-func runFanoutSSE(ctx context.Context, b *bench) []Result {
-	const name = "fanout-sse"
-	svc, cleanup, err := b.prepareFanout(ctx, name)
-	if err != nil {
-		return failed(name, err)
-	}
-	defer cleanup()
-	k := b.cfg.subscribers
-	events := make(chan arrival, k*(b.cfg.rounds+2))
-	errc := make(chan error, k)
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() {
-		cancel()
-		wg.Wait()
-	}()
-	var opened atomic.Int64
-	b.progress.set("opening streams", &opened, int64(k), 0)
-	// Open the streams 64 at a time.
-	sem := make(chan struct{}, 64)
-	ready := make(chan error, k)
-	for i := 0; i < k; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			sem <- struct{}{}
-			st, err := b.openSSE(ctx, i, "/services/"+svc+"/leader")
-			if err == nil {
-				if err = st.untilCurrent(); err != nil {
-					st.close()
-				}
-			}
-			<-sem
-			ready <- err
-			if err != nil {
-				return
-			}
-			opened.Add(1)
-			defer st.close()
-			for {
-				ev, err := st.next()
-				if err != nil {
-					if ctx.Err() == nil {
-						select {
-						case errc <- fmt.Errorf("stream %d: %v", i, err):
-						default:
-						}
-					}
-					return
-				}
-				if ev.Kind == api.EventLeader && ev.Instance != nil {
-					if !deliver(ctx, events, arrival{sub: i, kind: ev.Kind, id: ev.Instance.ID, at: time.Now()}) {
-						return
-					}
-				}
-			}
-		}(i)
-	}
-	for i := 0; i < k; i++ {
-		if err := <-ready; err != nil {
-			return failed(name, fmt.Errorf("opening %d streams: %v", k, err))
-		}
-	}
-	return b.fanout(ctx, name, svc, k, events, errc)
+	return nil
 }
 
 // memory: the server's resident memory growth per instance with

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/discoverd/discoverd/bus"
+	"github.com/discoverd/discoverd/connlimit"
 	"github.com/discoverd/discoverd/httpapi"
 	"github.com/discoverd/discoverd/internal/version"
 	"github.com/discoverd/discoverd/node"
@@ -43,6 +44,10 @@ type options struct {
 	dnsDomain           string
 	dnsRecursors        string
 	dnsTTL              uint
+	maxConnsPerClient   int
+	natsMaxConns        int
+	natsMaxSubs         int
+	natsMaxPayload      int
 	instanceTTL         time.Duration
 	expiryCheckInterval time.Duration
 	logLevel            string
@@ -50,6 +55,14 @@ type options struct {
 	leaderWait          time.Duration
 	showVersion         bool
 }
+
+// shutdownGrace is how long open requests and streams get to end after
+// SIGTERM before their connections are cut; stopping Raft and NATS follows.
+const shutdownGrace = 2 * time.Second
+
+// shutdownLimit is when a shutdown still under way stops waiting and the
+// process exits (see run).
+const shutdownLimit = 3 * time.Second
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
@@ -69,6 +82,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.natsAddr, "nats-addr", "127.0.0.1:4222", "embedded NATS client port (off disables NATS)")
 	fs.StringVar(&o.natsClusterAddr, "nats-cluster-addr", "", "voters: NATS route port, needed when there is more than one voter")
 	fs.StringVar(&o.natsLeafAddr, "nats-leaf-addr", "", "voters: port on which proxies' NATS servers connect as leafnodes")
+	fs.IntVar(&o.natsMaxConns, "nats-max-conns", bus.DefaultMaxConns, "most NATS client connections the node takes")
+	fs.IntVar(&o.natsMaxSubs, "nats-max-subs", bus.DefaultMaxSubs, "most subscriptions one NATS connection may hold")
+	fs.IntVar(&o.natsMaxPayload, "nats-max-payload", bus.DefaultMaxPayload, "largest NATS message in bytes; a client publishing a larger one (such as a heartbeat) is refused and disconnected")
 	fs.StringVar(&o.dnsAddr, "dns-addr", "", "DNS server, UDP and TCP (empty: off)")
 	fs.StringVar(&o.authFile, "auth-file", "", "JSON file of tokens and roles (empty: no auth); reloaded on SIGHUP")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate of this node: HTTPS on --addr, TLS on NATS (empty: no TLS); reloaded on SIGHUP")
@@ -77,6 +93,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.dnsDomain, "dns-domain", "discoverd.", "DNS zone the DNS server answers for")
 	fs.StringVar(&o.dnsRecursors, "dns-recursors", "", "comma list of upstream DNS servers (host:port) for names outside the zone; empty: REFUSED")
 	fs.UintVar(&o.dnsTTL, "dns-ttl", 0, "TTL of DNS records, in seconds")
+	fs.IntVar(&o.maxConnsPerClient, "max-conns-per-client", connlimit.DefaultMax, "HTTP connections and streams (HTTP/2 streams each count) one client address may hold; past it 429 too_many_connections; 0 = no limit")
 	fs.DurationVar(&o.instanceTTL, "instance-ttl", 10*time.Second, "heartbeat TTL")
 	fs.DurationVar(&o.expiryCheckInterval, "expiry-check-interval", time.Second, "how often the leader checks TTLs")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -113,6 +130,20 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.advertise == "" {
 		o.advertise = o.addr
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"nats-max-conns", o.natsMaxConns}, {"nats-max-subs", o.natsMaxSubs}, {"nats-max-payload", o.natsMaxPayload}} {
+		if f.v < 1 {
+			return nil, fmt.Errorf("--%s %d: want 1 or more", f.name, f.v)
+		}
+	}
+	if o.natsMaxPayload > 64<<20 {
+		return nil, fmt.Errorf("--nats-max-payload %d: at most 64 MiB (nats-server's own bound)", o.natsMaxPayload)
+	}
+	if o.maxConnsPerClient < 0 {
+		return nil, fmt.Errorf("--max-conns-per-client %d: want 0 (no limit) or more", o.maxConnsPerClient)
 	}
 	return o, nil
 }
@@ -202,6 +233,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		PeerToken:           sec.peerToken,
 		NATSAuth:            sec.natsAuth(),
 		LeaderWait:          o.leaderWait,
+		NATSMaxConns:        o.natsMaxConns,
+		NATSMaxSubs:         o.natsMaxSubs,
+		NATSMaxPayload:      o.natsMaxPayload,
 		Log:                 log,
 	}
 	opts := httpapi.Options{Log: log, Auth: sec.auth}
@@ -218,8 +252,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 		n.Close()
 		return err
 	}
+	httpapi.EnableHTTP2(srv)
+	limits := connlimit.New(connlimit.Config{Max: o.maxConnsPerClient})
+	if err := n.RegisterMetrics(limits); err != nil {
+		if dnsSrv != nil {
+			dnsSrv.Close()
+		}
+		n.Close()
+		return err
+	}
+	ln := limits.Wire(srv, n.HTTPListener())
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(n.HTTPListener()) }()
+	go func() { serveErr <- srv.Serve(ln) }()
 	role := "voter"
 	if n.IsProxy() {
 		role = "proxy"
@@ -247,15 +291,30 @@ func run(args []string, stdout, stderr io.Writer) error {
 	signal.Stop(sigs)
 
 	// Streams first: an open SSE response would otherwise hold Shutdown for
-	// its whole timeout.
+	// its whole timeout. Each stream then writes its final error event; with
+	// many thousands open that takes a while, so the process gives them
+	// until shutdownGrace and then cuts the connections left, to exit
+	// within 5 s of the signal.
+	deadline := time.Now().Add(shutdownGrace)
+	// With 100,000 streams ending at once the goroutine running this
+	// shutdown waits for the CPU behind theirs; past shutdownLimit the
+	// process exits as it is. Every acknowledged write is already on disk
+	// (Raft syncs its log before an entry commits), so this loses nothing
+	// but the rest of the streams' final events.
+	hardStop := time.AfterFunc(shutdownLimit, func() {
+		log.Warn().Dur("after", shutdownLimit).Msg("shutdown is taking too long: exiting now")
+		os.Exit(0)
+	})
+	defer hardStop.Stop()
 	n.EndStreams()
 	if dnsSrv != nil {
 		dnsSrv.Close()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
-		log.Warn().Err(err).Msg("HTTP shutdown")
+		log.Warn().Err(err).Msg("HTTP shutdown: closing the connections left")
+		srv.Close()
 	}
 	if err := n.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("closing node: %w", err)

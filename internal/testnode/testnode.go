@@ -11,6 +11,7 @@ import (
 
 	"github.com/discoverd/discoverd/auth"
 	"github.com/discoverd/discoverd/bus"
+	"github.com/discoverd/discoverd/connlimit"
 	"github.com/discoverd/discoverd/httpapi"
 	"github.com/discoverd/discoverd/node"
 	"github.com/discoverd/discoverd/pki"
@@ -26,6 +27,9 @@ type Options struct {
 	// Secure runs the node with TLS on every port and the tokens of
 	// AuthFile (see CAFile, AdminSecret, ServiceSecret, ReadSecret).
 	Secure bool
+	// MaxConnsPerClient limits each client address's HTTP connections and
+	// streams as --max-conns-per-client does; 0 means no limit.
+	MaxConnsPerClient int
 }
 
 // Tokens of a Secure server.
@@ -51,6 +55,8 @@ type Server struct {
 	caFile string
 	store  *auth.Store
 	opts   httpapi.Options
+	// limits counts client connections, across restarts.
+	limits *connlimit.Limiter
 	// applied is the node's applied index when it was last stopped: a
 	// restarted node serves only once it has applied that much again.
 	applied uint64
@@ -72,7 +78,7 @@ func Start(tb testing.TB, o Options) *Server {
 		// keeps each test's start quick.
 		RaftHeartbeatTimeout: 100 * time.Millisecond,
 		Log:                  zerolog.Nop(),
-	}}
+	}, limits: connlimit.New(connlimit.Config{Max: o.MaxConnsPerClient})}
 	if o.NATS {
 		s.cfg.NATS = true
 		s.cfg.NATSAddr = "127.0.0.1:-1"
@@ -98,6 +104,9 @@ func (s *Server) StartNode() {
 		s.tb.Fatal(err)
 	}
 	s.n = n
+	if err := n.RegisterMetrics(s.limits); err != nil {
+		s.tb.Fatal(err)
+	}
 	s.cfg.Addr = n.Addr()
 	if s.cfg.NATS {
 		s.cfg.NATSAddr = strings.TrimPrefix(n.NATSURL(), "nats://")
@@ -114,7 +123,8 @@ func (s *Server) StartNode() {
 // Serve starts answering HTTP.
 func (s *Server) Serve() {
 	s.srv = httpapi.NewServer(httpapi.New(s.n, s.opts), httpapi.ServerOptions{})
-	go s.srv.Serve(s.n.HTTPListener())
+	httpapi.EnableHTTP2(s.srv)
+	go s.srv.Serve(s.limits.Wire(s.srv, s.n.HTTPListener()))
 }
 
 // StopHTTP stops answering HTTP, keeping the node (and NATS) running.
