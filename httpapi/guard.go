@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/discoverd/discoverd/api"
 	"github.com/discoverd/discoverd/auth"
@@ -55,7 +56,10 @@ func (h *handler) guard(rt route) http.HandlerFunc {
 			return
 		}
 		if rt.method == http.MethodGet && (alwaysStream || wantsStream(r)) {
-			ctx, cancel := context.WithCancel(r.Context())
+			// A stream served by this handler ends with its context; one
+			// handed to its own goroutines (an HTTP/1 event stream) is
+			// closed through revocable, which finds the token here.
+			ctx, cancel := context.WithCancel(context.WithValue(r.Context(), tokenKey{}, tok))
 			stop := h.auth.Watch(tok, cancel)
 			defer stop()
 			defer cancel()
@@ -63,6 +67,37 @@ func (h *handler) guard(rt route) http.HandlerFunc {
 		}
 		rt.fn(w, r)
 	}
+}
+
+// tokenKey holds a stream request's token in its context.
+type tokenKey struct{}
+
+// revocable returns st closed as soon as a reload stops granting the token
+// that opened it (st itself when auth is off): a stream may outlive its
+// handler.
+func (h *handler) revocable(r *http.Request, st Stream) Stream {
+	if h.auth == nil {
+		return st
+	}
+	tok, _ := r.Context().Value(tokenKey{}).(*auth.Token)
+	if tok == nil {
+		return st
+	}
+	rs := &revocableStream{Stream: st}
+	rs.stop = h.auth.Watch(tok, func() { st.Close() })
+	return rs
+}
+
+// revocableStream ends its token's watch when it is closed.
+type revocableStream struct {
+	Stream
+	stop func()
+	once sync.Once
+}
+
+func (s *revocableStream) Close() {
+	s.once.Do(s.stop)
+	s.Stream.Close()
 }
 
 func forbidden(tok *auth.Token, perm auth.Perm, r *http.Request, service string) error {

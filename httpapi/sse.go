@@ -63,6 +63,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, service string,
 		h.fail(w, err)
 		return
 	}
+	st = h.revocable(r, st)
 	hdr := w.Header()
 	hdr["Content-Type"] = sseContentTypeValue
 	hdr["Cache-Control"] = noCacheValue
