@@ -14,6 +14,7 @@ help:
 	@echo "make cluster-up   build the static binary and the image, start 3 voters + 2 proxies (docker-compose)"
 	@echo "make cluster-down remove the compose cluster's containers, networks and volumes"
 	@echo "make test-cluster run the fault scenarios against a compose cluster (needs Docker)"
+	@echo "make test-soak    randomized fault soak against a compose cluster (needs Docker; TESTING.md)"
 
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
@@ -59,4 +60,10 @@ cluster-down:
 # each brings up its own cluster (project "discoverdtest", ports 211xx/242xx).
 test-cluster:
 	GO=$(GO) ./scripts/cluster.sh test
+
+# The randomized fault soak (TESTING.md): project "discoverdsoak", ports
+# 213xx/243xx. DISCOVERD_SOAK_DURATION (default 10m), DISCOVERD_SOAK_SEED.
+.PHONY: test-soak
+test-soak:
+	GO=$(GO) ./scripts/cluster.sh soak
 # --- end docker-compose cluster ---
