@@ -121,6 +121,10 @@ func expiryLimit(cfg history.Config) time.Duration {
 	return cfg.TTL - slack
 }
 
+// expiryQueueLag bounds how long before its entry gets a Raft index the
+// leader may decide an expiry (the time the command waits to be appended).
+const expiryQueueLag = time.Second
+
 // soakLost lists acknowledged writes that the final state does not hold:
 // a service meta older than the last acknowledged meta write; an instance
 // deregistered with an acknowledgement yet still there as the same
@@ -221,8 +225,10 @@ func soakLost(r *composeReport) []string {
 //
 // When the expiry happened is bounded by the Raft index of its entry: after
 // the call of every acknowledged meta write with a lower index (that write
-// made its own entry), and before the answer of any acknowledged write or
-// heartbeat naming a higher index and before the first stream received it.
+// made its own entry; less expiryQueueLag, as the leader decides an expiry
+// a moment before the entry takes its index), and before the answer of any
+// acknowledged write or heartbeat naming a higher index and before the
+// first stream received it.
 func soakWronglyExpired(r *composeReport) []string {
 	type key struct {
 		service, id string
@@ -273,6 +279,7 @@ func soakWronglyExpired(r *composeReport) []string {
 				}
 			}
 		}
+		lo = lo.Add(-expiryQueueLag)
 		if deregistered || len(acks) == 0 {
 			continue // a deregistration, or no heartbeat of it acknowledged
 		}
