@@ -19,6 +19,7 @@ help:
 	@echo "make cluster-up-secure  the same cluster with TLS, mutual TLS between nodes and tokens"
 	@echo "make cluster-down remove the compose cluster's containers, networks and volumes"
 	@echo "make test-cluster run the fault scenarios against a compose cluster (needs Docker)"
+	@echo "make test-soak    randomized fault soak against a compose cluster (needs Docker; TESTING.md)"
 
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
@@ -70,4 +71,10 @@ cluster-down:
 # each brings up its own cluster (project "discoverdtest", ports 211xx/242xx).
 test-cluster:
 	GO=$(GO) ./scripts/cluster.sh test
+
+# The randomized fault soak (TESTING.md): project "discoverdsoak", ports
+# 213xx/243xx. DISCOVERD_SOAK_DURATION (default 10m), DISCOVERD_SOAK_SEED.
+.PHONY: test-soak
+test-soak:
+	GO=$(GO) ./scripts/cluster.sh soak
 # --- end docker-compose cluster ---

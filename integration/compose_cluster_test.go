@@ -37,8 +37,21 @@ import (
 	"github.com/discoverd/discoverd/api"
 )
 
+// composeSpec says which compose project a test brings up and which host
+// ports it publishes, so that the fault scenarios and the soak can run side
+// by side.
+type composeSpec struct {
+	Project string
+	// HTTPBase and NATSBase are voter1's published ports; the other nodes
+	// (voter2, voter3, proxy1, proxy2) take the next four.
+	HTTPBase, NATSBase int
+}
+
+// scenarioSpec is the fault scenarios' project (docker-compose.test.yml's
+// default ports).
+var scenarioSpec = composeSpec{Project: "discoverdtest", HTTPBase: 21111, NATSBase: 24211}
+
 const (
-	composeProject = "discoverdtest"
 	// composeTTL and composeExpiryCheck are the cluster's --instance-ttl and
 	// --expiry-check-interval: short, so that a fault outlasts the TTL in a
 	// few seconds.
@@ -71,10 +84,11 @@ func (n *composeNode) NATSURL() string { return "nats://127.0.0.1:" + strconv.It
 
 // composeCluster drives one compose project.
 type composeCluster struct {
-	t     *testing.T
-	root  string
-	env   []string
-	Nodes []*composeNode
+	t       *testing.T
+	project string
+	root    string
+	env     []string
+	Nodes   []*composeNode
 	// artifacts receives container logs and visualizations.
 	artifacts string
 
@@ -137,16 +151,22 @@ func goCommand() string {
 // agrees on the Raft leader. It is torn down when the test ends.
 func newComposeCluster(t *testing.T) *composeCluster {
 	t.Helper()
+	return newComposeClusterOf(t, scenarioSpec)
+}
+
+// newComposeClusterOf is newComposeCluster for the project and ports of spec.
+func newComposeClusterOf(t *testing.T, spec composeSpec) *composeCluster {
+	t.Helper()
 	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
 		t.Fatalf("the compose tests need a Docker engine: docker info: %v: %s", err, bytes.TrimSpace(out))
 	}
 	root := composeRoot(t)
 	buildComposeImage(t, root)
-	c := &composeCluster{t: t, root: root, isolated: map[string][]window{}}
+	c := &composeCluster{t: t, project: spec.Project, root: root, isolated: map[string][]window{}}
 	for i, name := range []string{"voter1", "voter2", "voter3", "proxy1", "proxy2"} {
 		c.Nodes = append(c.Nodes, &composeNode{
 			Name: name, Voter: i < 3,
-			HTTPPort: 21111 + i, NATSPort: 24211 + i,
+			HTTPPort: spec.HTTPBase + i, NATSPort: spec.NATSBase + i,
 		})
 	}
 	c.env = append(os.Environ(),
@@ -203,7 +223,7 @@ func (c *composeCluster) teardown() {
 		c.t.Logf("container logs and artifacts: %s", c.artifacts)
 	}
 	if failed && os.Getenv("DISCOVERD_COMPOSE_KEEP") != "" {
-		c.t.Logf("DISCOVERD_COMPOSE_KEEP: leaving project %s running", composeProject)
+		c.t.Logf("DISCOVERD_COMPOSE_KEEP: leaving project %s running", c.project)
 		return
 	}
 	// Unpause anything paused, or docker-compose down waits on it.
@@ -236,7 +256,7 @@ func (c *composeCluster) note(format string, args ...any) {
 }
 
 func (c *composeCluster) composeArgs(args ...string) []string {
-	return append([]string{"-p", composeProject,
+	return append([]string{"-p", c.project,
 		"-f", filepath.Join(c.root, "docker-compose.yml"),
 		"-f", filepath.Join(c.root, "docker-compose.test.yml")}, args...)
 }
@@ -319,7 +339,7 @@ func (c *composeCluster) Unpause(n *composeNode) {
 	c.note("docker unpause %s", n.Name)
 }
 
-func (c *composeCluster) clusterNetwork() string { return composeProject + "_cluster" }
+func (c *composeCluster) clusterNetwork() string { return c.project + "_cluster" }
 
 // Isolate cuts a node off the cluster network: it can no longer reach the
 // other nodes nor they it, while its published ports (on the access network)
@@ -345,6 +365,26 @@ func (c *composeCluster) Reconnect(n *composeNode) time.Time {
 	c.mu.Unlock()
 	c.note("docker network connect %s %s", c.clusterNetwork(), n.Name)
 	return began
+}
+
+// discount marks the nodes as under a fault from now on: their answers do
+// not prove that the majority heard a heartbeat (see isolatedAt), until the
+// returned func is called and grace has passed (a node that was paused or
+// cut off may still take itself for the leader for a moment).
+func (c *composeCluster) discount(grace time.Duration, nodes ...*composeNode) (end func()) {
+	c.mu.Lock()
+	for _, n := range nodes {
+		c.isolated[n.Host()] = append(c.isolated[n.Host()], window{from: time.Now()})
+	}
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, n := range nodes {
+			ws := c.isolated[n.Host()]
+			ws[len(ws)-1].to = time.Now().Add(grace)
+		}
+	}
 }
 
 // isolatedAt reports whether the node at host was cut off at some time in

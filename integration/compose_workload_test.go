@@ -78,6 +78,9 @@ type composeWorkload struct {
 	failMu   sync.Mutex
 	failures map[string]int
 
+	// checkTimeout bounds porcupine on one partition of the history.
+	checkTimeout time.Duration
+
 	stopOnce               sync.Once
 	start, heal, finalRead time.Time
 	// settled is when the cluster was seen converged after the heal.
@@ -181,10 +184,11 @@ func startComposeWorkload(t *testing.T, c *composeCluster) *composeWorkload {
 	t.Helper()
 	w := &composeWorkload{
 		t: t, c: c,
-		services:   []string{"alpha", "beta"},
-		stopWrites: make(chan struct{}),
-		failures:   map[string]int{},
-		start:      time.Now(),
+		services:     []string{"alpha", "beta"},
+		stopWrites:   make(chan struct{}),
+		failures:     map[string]int{},
+		start:        time.Now(),
+		checkTimeout: 20 * time.Second,
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	w.rec.Proxies = map[string]bool{}
@@ -540,6 +544,9 @@ type rawStream struct {
 
 	mu       sync.Mutex
 	segments []history.Segment
+	// downs are the down events, each with when this stream received it:
+	// the expiry or deregistration behind it took effect before that.
+	downs    []seenDown
 	lastID   uint64
 	sessions int
 }
@@ -555,6 +562,19 @@ func (r *rawStream) run(ctx context.Context) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// seenDown is a down event and when a stream received it.
+type seenDown struct {
+	ev api.Event
+	at time.Time
+}
+
+// Downs returns a copy of the down events received so far.
+func (r *rawStream) Downs() []seenDown {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.downs)
 }
 
 // Segments returns a copy of the segments recorded so far.
@@ -618,6 +638,9 @@ func (r *rawStream) session(ctx context.Context, hc *http.Client) {
 			return // resent: already held
 		}
 		seg.Events = append(seg.Events, ev)
+		if ev.Kind == api.EventDown && ev.Instance != nil {
+			r.downs = append(r.downs, seenDown{ev: ev, at: time.Now()})
+		}
 		if ev.Index > r.lastID {
 			r.lastID = ev.Index
 		}
@@ -862,7 +885,9 @@ type composeReport struct {
 	w   *composeWorkload
 	ops []history.Op
 	// cfg is the configuration of the history checks.
-	cfg      history.Config
+	cfg history.Config
+	// hist is the history check's report.
+	hist     history.Report
 	problems []string
 	stats    []string
 }
@@ -890,7 +915,7 @@ func (r *composeReport) check(finals map[string][]*api.Instance, finalMetas map[
 		TTL:          composeTTL,
 		Unwatched:    func(service, id string) bool { return natsInst[service+"/"+id] },
 		Discount:     func(op *history.Op) bool { return w.c.isolatedAt(op.Node, op.Call, op.Return) },
-		Timeout:      20 * time.Second,
+		Timeout:      w.checkTimeout,
 		VisualizeDir: w.c.artifacts,
 		Settled:      w.settled,
 	}
@@ -898,6 +923,7 @@ func (r *composeReport) check(finals map[string][]*api.Instance, finalMetas map[
 	// that cannot decide (refuting a history with many writes of unknown
 	// outcome can take exponential time) fails too.
 	rep := history.Check(r.ops, r.cfg)
+	r.hist = rep
 	r.problems = append(r.problems, rep.Problems...)
 	r.problems = append(r.problems, rep.Inconclusive...)
 	counts := map[history.Outcome]int{}

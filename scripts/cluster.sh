@@ -8,6 +8,8 @@
 #   scripts/cluster.sh wait    wait until every node is healthy and knows the Raft leader
 #   scripts/cluster.sh down    remove the containers, networks and data volumes
 #   scripts/cluster.sh test    run the fault scenarios (go test -tags compose ./integration)
+#   scripts/cluster.sh soak    run the randomized fault soak (TESTING.md); its last
+#                              line is the soak's summary
 #
 # Variables: COMPOSE_PROJECT (default discoverd), COMPOSE_FILES (default
 # docker-compose.yml; colon-separated), DISCOVERD_IMAGE (default
@@ -165,6 +167,26 @@ case "${1:-}" in
   test)
     need_docker
     exec "$GO" test -tags compose -count=1 -timeout 20m -v -run Compose ./integration
+    ;;
+  soak)
+    need_docker
+    for tool in iptables tc ip nsenter; do
+      command -v "$tool" >/dev/null 2>&1 || { echo "cluster.sh: the soak needs $tool on the host (Debian: iptables, iproute2, util-linux)" >&2; exit 1; }
+    done
+    # go test's own bound: the soak's length plus time to start, check and
+    # tear down.
+    d=${DISCOVERD_SOAK_DURATION:-10m}
+    timeout=60m
+    if [[ $d =~ ^([0-9]+)m$ ]]; then timeout=$((BASH_REMATCH[1] + 20))m; fi
+    log=$(mktemp)
+    trap 'rm -f "$log"' EXIT
+    set +e
+    "$GO" test -tags compose -count=1 -timeout "$timeout" -v -run '^TestSoak$' ./integration 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    summary=$(grep -E '^soak: \S+ operations, ' "$log" | tail -n 1 || true)
+    echo "${summary:-soak: the soak stopped before its summary (exit $rc): see above}"
+    exit "$rc"
     ;;
   *)
     sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2

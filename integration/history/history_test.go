@@ -192,6 +192,34 @@ func TestUnknownRegistrationMayOrMayNotApply(t *testing.T) {
 	mustFail(t, ops, "s/instances/a")
 }
 
+func TestUnwatchedInstanceMayComeBackUnrecorded(t *testing.T) {
+	// a heartbeats over NATS (not recorded): it may expire at any time, and
+	// a NATS heartbeat may register it again, seen first in a read.
+	ops := []Op{
+		reg(1, "a", 0, 0.1, 5),
+		read(2, 1, 1.1),
+		read(2, 2, 2.1, inst("a", 9)),
+		reg(1, "a", 3, 3.1, 9),
+		read(2, 4, 4.1, inst("a", 9)),
+	}
+	mustFail(t, ops, "s/instances/a")
+	c := cfg
+	c.Unwatched = func(service, id string) bool { return id == "a" }
+	if rep := Check(ops, c); len(rep.Problems) > 0 {
+		t.Fatalf("rejected:\n%s", strings.Join(rep.Problems, "\n"))
+	}
+	// But not with an index it had before it was gone, nor with an older
+	// one than a later read shows.
+	for _, bad := range [][]Op{
+		{reg(1, "a", 0, 0.1, 5), read(2, 1, 1.1), read(2, 2, 2.1, inst("a", 5))},
+		{reg(1, "a", 0, 0.1, 5), read(2, 1, 1.1), read(2, 2, 2.1, inst("a", 9)), read(2, 3, 3.1, inst("a", 7))},
+	} {
+		if rep := Check(bad, c); len(rep.Problems) == 0 {
+			t.Fatalf("accepted: %v", bad)
+		}
+	}
+}
+
 func TestSharedIndexFails(t *testing.T) {
 	ops := append(heartbeats(1, "a", 0, 1, 5), heartbeats(2, "b", 0, 1, 5)...)
 	mustFail(t, ops, "index 5 acknowledged for both")

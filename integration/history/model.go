@@ -24,7 +24,8 @@ type Config struct {
 	// takes to reach the leader's table (default 250ms).
 	Slack time.Duration
 	// Unwatched reports instances whose heartbeats are not all recorded
-	// (heartbeats over NATS): the server may expire them at any time.
+	// (heartbeats over NATS): the server may expire them at any time, and
+	// an unrecorded heartbeat may register them again (with a new index).
 	Unwatched func(service, id string) bool
 	// Discount reports acknowledged heartbeats that do not keep an instance
 	// alive, e.g. those answered by a node cut off from the majority.
@@ -313,6 +314,9 @@ type instInput struct {
 	// expiryOK: the server may have expired the instance before this
 	// operation took effect (its heartbeats left a gap of a TTL by then).
 	expiryOK bool
+	// unrecorded: heartbeats that are not in the history may have
+	// registered the instance again before this operation took effect.
+	unrecorded bool
 }
 
 type instOutput struct {
@@ -335,6 +339,15 @@ func instanceModel() porcupine.Model {
 			starts := []instState{s}
 			if i.expiryOK && s.Present {
 				starts = append(starts, s.gone())
+			}
+			if i.unrecorded {
+				for _, c := range starts {
+					if !c.Present {
+						// Registered again, index and registration unknown.
+						starts = append(starts, instState{Present: true, Floor: c.Floor})
+						break
+					}
+				}
 			}
 			var next []interface{}
 			for _, c := range starts {
@@ -522,9 +535,10 @@ func ExpiryFrom(ops []Op, service, id string, cfg Config) time.Time {
 
 func instanceHistory(p *part, all []Op, cfg *Config) []porcupine.Operation {
 	expiry := expiryFrom(p, cfg)
+	unrecorded := cfg.Unwatched != nil && cfg.Unwatched(p.service, p.id)
 	var out []porcupine.Operation
 	for _, op := range p.ops {
-		in := instInput{kind: op.Kind, reg: op.Reg, expiryOK: ret(op, cfg) >= expiry}
+		in := instInput{kind: op.Kind, reg: op.Reg, expiryOK: ret(op, cfg) >= expiry, unrecorded: unrecorded}
 		o := instOutput{outcome: op.Outcome, code: op.Code}
 		switch op.Kind {
 		case Register:
