@@ -34,7 +34,8 @@
 #   BENCH_NATS_PORT   NATS port of the single voter (default 17222)
 #   BENCH_OUT         directory for the JSON results (default: a temp dir)
 #   BENCH_ARGS        extra discoverd-bench flags for phase 1
-#   BENCH_WORKLOADS   phase-1 workloads (default: all but detect)
+#   BENCH_WORKLOADS   phase-1 workloads (default: all but detect and dns;
+#                     the heartbeat baselines run right after their workloads)
 #   BENCH_SINGLE=0    skip the single voter (phases 1 and 2)
 #   BENCH_CLUSTER=0   skip the 3-voter cluster (phases 3 and 4)
 #   BENCH_CLUSTER_DURATION  length of each timed workload, cluster (default:
@@ -58,7 +59,7 @@ DURATION=${BENCH_DURATION:-10s}
 CONCURRENCY=${BENCH_CONCURRENCY:-256}
 HTTP_PORT=${BENCH_HTTP_PORT:-17111}
 NATS_PORT=${BENCH_NATS_PORT:-17222}
-WORKLOADS=${BENCH_WORKLOADS:-memory heartbeat-http heartbeat-nats heartbeat-nats-req register register-large event-latency fanout}
+WORKLOADS=${BENCH_WORKLOADS:-memory heartbeat-http heartbeat-http-baseline heartbeat-nats heartbeat-nats-baseline heartbeat-nats-req register register-large event-latency fanout}
 SINGLE=${BENCH_SINGLE:-1}
 CLUSTER=${BENCH_CLUSTER:-1}
 CLUSTER_DURATION=${BENCH_CLUSTER_DURATION:-$DURATION}
