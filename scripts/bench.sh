@@ -34,7 +34,7 @@
 #   BENCH_NATS_PORT   NATS port of the single voter (default 17222)
 #   BENCH_OUT         directory for the JSON results (default: a temp dir)
 #   BENCH_ARGS        extra discoverd-bench flags for phase 1
-#   BENCH_WORKLOADS   phase-1 workloads (default: all but detect and dns;
+#   BENCH_WORKLOADS   phase-1 workloads (default: the list set below;
 #                     the heartbeat baselines run right after their workloads)
 #   BENCH_SINGLE=0    skip the single voter (phases 1 and 2)
 #   BENCH_CLUSTER=0   skip the 3-voter cluster (phases 3 and 4)
