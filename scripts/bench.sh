@@ -48,6 +48,8 @@
 #   BENCH_CLUSTER_WORKLOADS phase-3 workloads (default: memory heartbeat-http
 #                     heartbeat-nats heartbeat-nats-req register event-latency
 #                     fanout)
+#   BENCH_IDLE        seconds the fresh 3-voter cluster is left idle while
+#                     its CPU is measured, before phase 3 (default 20, 0: skip)
 #   GO                the go command (default go)
 # A full run takes about three minutes on a 2-core machine: under two for
 # the single voter, under a minute and a half for the cluster.
@@ -67,6 +69,7 @@ CLUSTER_HTTP_PORT=${BENCH_CLUSTER_HTTP_PORT:-17311}
 CLUSTER_NATS_PORT=${BENCH_CLUSTER_NATS_PORT:-17321}
 CLUSTER_ROUTE_PORT=${BENCH_CLUSTER_ROUTE_PORT:-17331}
 CLUSTER_WORKLOADS=${BENCH_CLUSTER_WORKLOADS:-memory heartbeat-http heartbeat-nats heartbeat-nats-req register event-latency fanout}
+IDLE=${BENCH_IDLE:-20}
 VOTERS=3
 DETECT_TTL=2s
 CHECK_INTERVAL=1s
@@ -308,6 +311,23 @@ cpu() {
 	awk -v hz="$(getconf CLK_TCK 2>/dev/null || echo 100)" '{printf "%.1f", ($14+$15)/hz}' "/proc/$1/stat" 2>/dev/null || echo "?"
 }
 
+# ticks PID: CPU clock ticks (user+system) the process has used.
+ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# idle_cpu SECONDS: the share of a core each server uses while the cluster
+# is idle (no client, only Raft heartbeats and timers), over SECONDS.
+idle_cpu() {
+	local secs=$1 i hz before=() line=""
+	hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+	for i in "${!pids[@]}"; do before+=("$(ticks "${pids[$i]}")"); done
+	sleep "$secs"
+	for i in "${!pids[@]}"; do
+		line+=" $(awk -v a="${before[$i]}" -v b="$(ticks "${pids[$i]}")" -v hz="$hz" -v s="$secs" 'BEGIN { printf "%.2f%%", 100 * (b - a) / hz / s }')"
+		[[ $i == "$leader" ]] && line+=" (leader)"
+	done
+	echo "  (idle for ${secs}s, share of a core per voter:$line; load average $(loadavg))"
+}
+
 # phase_footer LOAD: what the machine and the servers did during a phase,
 # and the warnings and errors the servers logged.
 phase_footer() {
@@ -368,6 +388,9 @@ if [[ "$CLUSTER" == 1 ]]; then
 	load=$(loadavg)
 	start_cluster cluster 60s
 	echo "  (leader ${addrs[$leader]}; memory is its RSS)"
+	if [[ "$IDLE" != 0 ]]; then
+		idle_cpu "$IDLE"
+	fi
 	# One NATS connection per server for the NATS heartbeat workloads.
 	# shellcheck disable=SC2086
 	bench cluster --http "$cluster_http" --nats "$cluster_nats" --duration "$CLUSTER_DURATION" \
