@@ -5,6 +5,10 @@ import (
 	"testing"
 )
 
+// (This file sorts after bench_test.go so that these tests run after
+// TestEveryWorkload: its memory workload reads the RSS growth of the test
+// process, which heap freed by earlier tests would hide.)
+
 // TestHeartbeatBaselines runs each heartbeat workload with its baseline, as
 // a run compares them: every row has a rate, no errors, and the CPU per
 // heartbeat of its server process (the test process for the node, the
