@@ -36,6 +36,19 @@ func TestCallContext(t *testing.T) {
 			t.Fatalf("err after release %v", c.Err())
 		}
 	})
+	t.Run("deadline fixed when first asked", func(t *testing.T) {
+		c := newCallContext(parent, time.Minute)
+		d1, _ := c.Deadline()
+		d2, _ := c.Deadline()
+		if !d1.Equal(d2) {
+			t.Fatalf("deadline moved from %v to %v", d1, d2)
+		}
+		inner, _ := c.Done(), c.Err()
+		if d, ok := c.inner.Deadline(); !ok || !d.Equal(d1) || inner == nil {
+			t.Fatalf("Done's context has deadline %v %v, want %v", d, ok, d1)
+		}
+		c.release()
+	})
 	t.Run("release without done", func(t *testing.T) {
 		c := newCallContext(parent, time.Minute)
 		c.release()

@@ -34,7 +34,8 @@
 #   BENCH_NATS_PORT   NATS port of the single voter (default 17222)
 #   BENCH_OUT         directory for the JSON results (default: a temp dir)
 #   BENCH_ARGS        extra discoverd-bench flags for phase 1
-#   BENCH_WORKLOADS   phase-1 workloads (default: all but detect)
+#   BENCH_WORKLOADS   phase-1 workloads (default: the list set below;
+#                     the heartbeat baselines run right after their workloads)
 #   BENCH_SINGLE=0    skip the single voter (phases 1 and 2)
 #   BENCH_CLUSTER=0   skip the 3-voter cluster (phases 3 and 4)
 #   BENCH_CLUSTER_DURATION  length of each timed workload, cluster (default:
@@ -47,6 +48,8 @@
 #   BENCH_CLUSTER_WORKLOADS phase-3 workloads (default: memory heartbeat-http
 #                     heartbeat-nats heartbeat-nats-req register event-latency
 #                     fanout)
+#   BENCH_IDLE        seconds the fresh 3-voter cluster is left idle while
+#                     its CPU is measured, before phase 3 (default 20, 0: skip)
 #   GO                the go command (default go)
 # A full run takes about three minutes on a 2-core machine: under two for
 # the single voter, under a minute and a half for the cluster.
@@ -58,7 +61,7 @@ DURATION=${BENCH_DURATION:-10s}
 CONCURRENCY=${BENCH_CONCURRENCY:-256}
 HTTP_PORT=${BENCH_HTTP_PORT:-17111}
 NATS_PORT=${BENCH_NATS_PORT:-17222}
-WORKLOADS=${BENCH_WORKLOADS:-memory heartbeat-http heartbeat-nats heartbeat-nats-req register register-large event-latency fanout}
+WORKLOADS=${BENCH_WORKLOADS:-memory heartbeat-http heartbeat-http-baseline heartbeat-nats heartbeat-nats-baseline heartbeat-nats-req register register-large event-latency fanout}
 SINGLE=${BENCH_SINGLE:-1}
 CLUSTER=${BENCH_CLUSTER:-1}
 CLUSTER_DURATION=${BENCH_CLUSTER_DURATION:-$DURATION}
@@ -66,6 +69,7 @@ CLUSTER_HTTP_PORT=${BENCH_CLUSTER_HTTP_PORT:-17311}
 CLUSTER_NATS_PORT=${BENCH_CLUSTER_NATS_PORT:-17321}
 CLUSTER_ROUTE_PORT=${BENCH_CLUSTER_ROUTE_PORT:-17331}
 CLUSTER_WORKLOADS=${BENCH_CLUSTER_WORKLOADS:-memory heartbeat-http heartbeat-nats heartbeat-nats-req register event-latency fanout}
+IDLE=${BENCH_IDLE:-20}
 VOTERS=3
 DETECT_TTL=2s
 CHECK_INTERVAL=1s
@@ -307,6 +311,23 @@ cpu() {
 	awk -v hz="$(getconf CLK_TCK 2>/dev/null || echo 100)" '{printf "%.1f", ($14+$15)/hz}' "/proc/$1/stat" 2>/dev/null || echo "?"
 }
 
+# ticks PID: CPU clock ticks (user+system) the process has used.
+ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# idle_cpu SECONDS: the share of a core each server uses while the cluster
+# is idle (no client, only Raft heartbeats and timers), over SECONDS.
+idle_cpu() {
+	local secs=$1 i hz before=() line=""
+	hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+	for i in "${!pids[@]}"; do before+=("$(ticks "${pids[$i]}")"); done
+	sleep "$secs"
+	for i in "${!pids[@]}"; do
+		line+=" $(awk -v a="${before[$i]}" -v b="$(ticks "${pids[$i]}")" -v hz="$hz" -v s="$secs" 'BEGIN { printf "%.2f%%", 100 * (b - a) / hz / s }')"
+		[[ $i == "$leader" ]] && line+=" (leader)"
+	done
+	echo "  (idle for ${secs}s, share of a core per voter:$line; load average $(loadavg))"
+}
+
 # phase_footer LOAD: what the machine and the servers did during a phase,
 # and the warnings and errors the servers logged.
 phase_footer() {
@@ -367,6 +388,9 @@ if [[ "$CLUSTER" == 1 ]]; then
 	load=$(loadavg)
 	start_cluster cluster 60s
 	echo "  (leader ${addrs[$leader]}; memory is its RSS)"
+	if [[ "$IDLE" != 0 ]]; then
+		idle_cpu "$IDLE"
+	fi
 	# One NATS connection per server for the NATS heartbeat workloads.
 	# shellcheck disable=SC2086
 	bench cluster --http "$cluster_http" --nats "$cluster_nats" --duration "$CLUSTER_DURATION" \

@@ -130,8 +130,8 @@ func TestEveryWorkload(t *testing.T) {
 }
 
 var (
-	rateWorkloads    = map[string]bool{"heartbeat-http": true, "heartbeat-https": true, "heartbeat-nats": true, "heartbeat-nats-req": true, "register": true, "register-large": true, "memory": true, "snapshot": true}
-	latencyWorkloads = map[string]bool{"heartbeat-http": true, "heartbeat-https": true, "heartbeat-nats-req": true, "register": true, "register-large": true, "snapshot": true,
+	rateWorkloads    = map[string]bool{"heartbeat-http": true, "heartbeat-http-baseline": true, "heartbeat-https": true, "heartbeat-nats": true, "heartbeat-nats-baseline": true, "heartbeat-nats-req": true, "register": true, "register-large": true, "memory": true, "snapshot": true}
+	latencyWorkloads = map[string]bool{"heartbeat-http": true, "heartbeat-http-baseline": true, "heartbeat-https": true, "heartbeat-nats-req": true, "register": true, "register-large": true, "snapshot": true,
 		"event-latency-sse": true, "event-latency-nats": true, "fanout-sse": true, "fanout-sse-h2": true, "fanout-nats": true, "detect": true}
 )
 

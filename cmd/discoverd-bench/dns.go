@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -257,39 +255,9 @@ func serveBaselineIfAsked() bool {
 // competes with the load loops for the CPU as a server process does, and
 // not inside them.
 func spawnBaseline(svc, zone string) (string, func(), error) {
-	exe, err := os.Executable()
+	c, err := spawnChild(baselineEnv + "=" + svc + " " + zone)
 	if err != nil {
 		return "", nil, err
 	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), baselineEnv+"="+svc+" "+zone)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return "", nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return "", nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return "", nil, err
-	}
-	stop := func() {
-		stdin.Close()
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		stop()
-		return "", nil, fmt.Errorf("the baseline DNS server did not start: %v", err)
-	}
-	return strings.TrimSpace(line), stop, nil
+	return c.addr, c.stop, nil
 }

@@ -13,6 +13,7 @@ import (
 // command does when it runs itself again.
 func TestMain(m *testing.M) {
 	serveBaselineIfAsked()
+	serveServerBaselineIfAsked()
 	os.Exit(m.Run())
 }
 

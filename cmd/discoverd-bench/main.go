@@ -4,12 +4,14 @@
 //	discoverd-bench [--http URL[,URL...]] [--nats URL[,URL...]] [--instances N]
 //	                [--concurrency C] [--duration D] [--wait D] [--json] WORKLOAD...
 //
-// Workloads: heartbeat-http, heartbeat-https (the same against --https
-// with --token and --ca), heartbeat-nats, heartbeat-nats-req, register,
+// Workloads: heartbeat-http, heartbeat-http-baseline, heartbeat-https (the
+// same against --https with --token and --ca), heartbeat-nats,
+// heartbeat-nats-baseline, heartbeat-nats-req, register,
 // register-large, event-latency (event-latency-sse, event-latency-nats),
 // detect, fanout (fanout-sse, fanout-nats), memory, dns (with --dns), and all.
 //
-// It imports only the shared api types, the version, nats.go and miekg/dns, never server packages,
+// It imports only the shared api types, the version, nats.go, nats-server
+// (for a baseline) and miekg/dns, never discoverd's server packages,
 // so it can be pointed at any server that speaks the API. Every workload
 // creates its own service, bench-<workload>-<random>, and deletes it after.
 package main
@@ -52,6 +54,9 @@ type Result struct {
 	// BytesPerStream is the server's RSS growth per open stream (fanout-sse
 	// and fanout-sse-h2).
 	BytesPerStream *float64 `json:"bytes_per_stream,omitempty"`
+	// CPUPerOp is the server process's CPU time (user + system) per
+	// operation, in microseconds, where the harness could read it.
+	CPUPerOp *float64 `json:"cpu_us_per_op,omitempty"`
 	// Samples is how many latency samples P50/P99/Max are over.
 	Samples int   `json:"samples,omitempty"`
 	Errors  int64 `json:"errors"`
@@ -109,8 +114,10 @@ var workloads = []workload{
 	// RSS growth would understate their cost.
 	{"memory", "server RSS growth per instance with --memory-instances registered", runMemory},
 	{"heartbeat-http", "heartbeats of --instances instances over HTTP by --concurrency connections", runHeartbeatHTTP},
+	{"heartbeat-http-baseline", "heartbeat-http's load against a bare net/http server (the ceiling)", runHeartbeatHTTPBaseline},
 	{"heartbeat-https", "heartbeat-http against --https with --token: the cost of TLS and auth", runHeartbeatHTTPS},
 	{"heartbeat-nats", "heartbeats published over NATS at full rate, rate confirmed by request/reply", runHeartbeatNATS},
+	{"heartbeat-nats-baseline", "heartbeat-nats's load against a bare nats-server with one in-process subscriber (the ceiling)", runHeartbeatNATSBaseline},
 	{"heartbeat-nats-req", "heartbeats over NATS request/reply by --concurrency requesters", runHeartbeatNATSReq},
 	{"register", "new instances through Raft with --concurrency writers", runRegister},
 	{"register-large", "register into a service already holding --large-instances", runRegisterLarge},
@@ -133,6 +140,7 @@ var aliases = map[string][]string{
 
 func main() {
 	serveBaselineIfAsked()
+	serveServerBaselineIfAsked()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

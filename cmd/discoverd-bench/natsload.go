@@ -133,9 +133,15 @@ func runHeartbeatNATS(ctx context.Context, b *bench) []Result {
 		return failed(name, err)
 	}
 	defer cleanup()
+	return []Result{b.heartbeatNATS(ctx, name, svc, payloads, b.serverPID())}
+}
+
+// heartbeatNATS is heartbeat-nats's timed part, against b's NATS servers,
+// with the CPU time of process pid per heartbeat when pid is not 0.
+func (b *bench) heartbeatNATS(ctx context.Context, name, svc string, payloads [][]byte, pid int) Result {
 	conns, closeAll, err := b.natsConns(b.cfg.natsConns)
 	if err != nil {
-		return failed(name, err)
+		return failed(name, err)[0]
 	}
 	defer closeAll()
 	subj := heartbeatSubject(svc)
@@ -151,6 +157,7 @@ func runHeartbeatNATS(ctx context.Context, b *bench) []Result {
 		}
 		mu.Unlock()
 	}
+	cpu := startCPU(pid)
 	start := time.Now()
 	deadline := start.Add(b.cfg.duration)
 	for c, nc := range conns {
@@ -231,7 +238,7 @@ func runHeartbeatNATS(ctx context.Context, b *bench) []Result {
 	wg.Wait()
 	pubDone := time.Since(start)
 	if firstErr != nil {
-		return failed(name, fmt.Errorf("publishing: %v", firstErr))
+		return failed(name, fmt.Errorf("publishing: %v", firstErr))[0]
 	}
 	// Confirm: a burst of requests behind the last heartbeats, on every
 	// connection, so that every worker of the server's queue group gets one.
@@ -259,7 +266,7 @@ func runHeartbeatNATS(ctx context.Context, b *bench) []Result {
 	close(errs)
 	for err := range errs {
 		if err != nil {
-			return failed(name, fmt.Errorf("confirming request: %v", err))
+			return failed(name, fmt.Errorf("confirming request: %v", err))[0]
 		}
 	}
 	// Markers and confirming requests count as heartbeats too.
@@ -273,7 +280,8 @@ func runHeartbeatNATS(ctx context.Context, b *bench) []Result {
 	if l := lagging.Load(); l > 0 {
 		row.Note += fmt.Sprintf("; %d markers answered over %s late, the window shrank", l, pubLag)
 	}
-	return []Result{row}
+	cpu.perOp(&row, n)
+	return row
 }
 
 // heartbeat-nats-req: heartbeats as NATS requests, --concurrency requesters

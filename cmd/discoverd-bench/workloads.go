@@ -38,10 +38,16 @@ func heartbeatHTTP(ctx context.Context, b *bench, name string) []Result {
 		return failed(name, err)
 	}
 	defer cleanup()
-	n := b.cfg.instances
-	if _, err := b.fill(ctx, svc, "i-", n); err != nil {
+	if _, err := b.fill(ctx, svc, "i-", b.cfg.instances); err != nil {
 		return failed(name, err)
 	}
+	return []Result{b.heartbeatHTTP(ctx, name, svc, b.serverPID())}
+}
+
+// heartbeatHTTP is heartbeat-http's timed part, against b's servers, with
+// the CPU time of process pid per heartbeat when pid is not 0.
+func (b *bench) heartbeatHTTP(ctx context.Context, name, svc string, pid int) Result {
+	n := b.cfg.instances
 	conc := min(b.cfg.concurrency, n)
 	reqs := make([][]request, conc)
 	for i := 0; i < n; i++ {
@@ -51,6 +57,7 @@ func heartbeatHTTP(ctx context.Context, b *bench, name string) []Result {
 		b.prepare(w, &r)
 		reqs[w] = append(reqs[w], r)
 	}
+	cpu := startCPU(pid)
 	res := b.load(ctx, "heartbeating", conc, b.cfg.duration, 0, func(w int) (func(int64) error, func()) {
 		d := b.newDoer(w)
 		mine := reqs[w]
@@ -73,8 +80,9 @@ func heartbeatHTTP(ctx context.Context, b *bench, name string) []Result {
 	row := loadRow(name, res)
 	if row.Note == "" {
 		row.Note = fmt.Sprintf("%d instances, %d connections", n, conc)
+		cpu.perOp(&row, res.ops)
 	}
-	return []Result{row}
+	return row
 }
 
 // register: new instances through Raft by --concurrency writers for
