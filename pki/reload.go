@@ -104,7 +104,20 @@ func (r *Reloader) StaticServerConfig(requireClientCert bool) *tls.Config {
 		// NATS routes and leafnodes dial with the same config they accept
 		// with: present the certificate and verify the server too.
 		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return r.cert.Load(), nil }
-		c.RootCAs = r.pool.Load()
+		// The dialing side checks the chain against the CA but not the
+		// name: nats-server dials the routes other servers gossip by their
+		// IP addresses, which node certificates (made for the nodes' host
+		// names) need not hold. Both ends of a route or leafnode present a
+		// certificate of the cluster's own CA, and that is what makes a
+		// node. The accepting side has verified the client's chain already
+		// (RequireAndVerifyClientCert) and has it in VerifiedChains.
+		c.InsecureSkipVerify = true
+		c.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.VerifiedChains) > 0 {
+				return nil
+			}
+			return VerifyPeer(cs, r.pool.Load())
+		}
 	}
 	return c
 }
@@ -127,13 +140,25 @@ func (r *Reloader) ClientConfig(nextProtos []string) *tls.Config {
 	}
 }
 
+// VerifyPeer checks that the other node's chain comes from pool, whatever
+// address it was reached at.
+func VerifyPeer(cs tls.ConnectionState, pool *x509.CertPool) error {
+	return verifyChain(cs, pool, "")
+}
+
 // VerifyServer checks a server's chain and name against pool.
 func VerifyServer(cs tls.ConnectionState, pool *x509.CertPool) error {
+	return verifyChain(cs, pool, cs.ServerName)
+}
+
+// verifyChain checks the peer's chain against pool, and its name unless
+// name is empty.
+func verifyChain(cs tls.ConnectionState, pool *x509.CertPool, name string) error {
 	if pool == nil {
-		return errors.New("no CA to verify the server with")
+		return errors.New("no CA to verify the peer with")
 	}
 	if len(cs.PeerCertificates) == 0 {
-		return errors.New("the server presented no certificate")
+		return errors.New("the peer presented no certificate")
 	}
 	inter := x509.NewCertPool()
 	for _, c := range cs.PeerCertificates[1:] {
@@ -142,7 +167,7 @@ func VerifyServer(cs tls.ConnectionState, pool *x509.CertPool) error {
 	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
 		Roots:         pool,
 		Intermediates: inter,
-		DNSName:       cs.ServerName,
+		DNSName:       name,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	})
 	return err
