@@ -76,6 +76,19 @@ func (l *Limiter) Wire(srv *http.Server, ln net.Listener) net.Listener {
 	if l.Max() == 0 {
 		return ln
 	}
+	l.WireHandler(srv)
+	return l.Listener(ln)
+}
+
+// WireHandler puts l in front of srv's handler and ConnContext only, for a
+// server whose connections were counted with Conn before it got them: a
+// TLS port, where net/http must be handed the *tls.Conn itself to see the
+// client's certificate and to speak HTTP/2, so the counting wrapper has to
+// sit under the TLS layer rather than over it.
+func (l *Limiter) WireHandler(srv *http.Server) {
+	if l.Max() == 0 {
+		return
+	}
 	srv.Handler = l.Handler(srv.Handler)
 	if prev := srv.ConnContext; prev != nil {
 		srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
@@ -84,7 +97,6 @@ func (l *Limiter) Wire(srv *http.Server, ln net.Listener) net.Listener {
 	} else {
 		srv.ConnContext = l.ConnContext
 	}
-	return l.Listener(ln)
 }
 
 // Listener counts the connections ln accepts by their remote address.
@@ -105,16 +117,35 @@ func (ln *listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ln.l.Conn(c), nil
+}
+
+// Conn counts c against its remote address, as the connections of
+// Listener are. A connection opened past the limit is still taken, so
+// that its first request can be told why it is refused.
+func (l *Limiter) Conn(c net.Conn) net.Conn {
+	if l.Max() == 0 {
+		return c
+	}
 	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
 	if err != nil {
 		// Not an IP connection (a pipe in a test): nothing to count by.
-		return c, nil
+		return c
 	}
-	lc := &conn{Conn: c, l: ln.l, addr: ap.Addr().Unmap()}
-	// A connection opened past the limit is still accepted, so that its
-	// first request can be told why it is refused.
-	lc.base = ln.l.acquire(lc.addr)
-	return lc, nil
+	lc := &conn{Conn: c, l: l, addr: ap.Addr().Unmap()}
+	lc.base = l.acquire(lc.addr)
+	return lc
+}
+
+// NodeConn gives back the slot of a connection from Conn that turned out
+// to be another node's (a Raft connection): node-to-node connections do
+// not count.
+func (l *Limiter) NodeConn(c net.Conn) {
+	if lc, ok := c.(*conn); ok {
+		lc.mu.Lock()
+		lc.becomeNodeLocked()
+		lc.mu.Unlock()
+	}
 }
 
 // acquire takes one slot of addr if it has one left.
@@ -205,17 +236,24 @@ func (c *conn) leave() {
 // back every slot it holds and is never counted again.
 func (c *conn) enterNode() {
 	c.mu.Lock()
-	if !c.node {
-		c.node = true
-		n := max(c.active-1, 0)
-		if c.base {
-			n++
-			c.base = false
-		}
-		c.l.release(c.addr, n)
-	}
+	c.becomeNodeLocked()
 	c.active++
 	c.mu.Unlock()
+}
+
+// becomeNodeLocked marks the connection as another node's and gives back
+// every slot it holds. c.mu is held.
+func (c *conn) becomeNodeLocked() {
+	if c.node {
+		return
+	}
+	c.node = true
+	n := max(c.active-1, 0)
+	if c.base {
+		n++
+		c.base = false
+	}
+	c.l.release(c.addr, n)
 }
 
 func (c *conn) Close() error {

@@ -177,7 +177,13 @@ func (c *Cluster) start(dir string, voters, proxies int) error {
 }
 
 func (nd *Node) start() error {
-	n, err := node.New(nd.cfg)
+	limits := connlimit.New(connlimit.Config{Max: nd.c.MaxConnsPerClient})
+	cfg := nd.cfg
+	if cfg.TLS != nil {
+		// Counted under the TLS layer, as cmd/discoverd does.
+		cfg.CountConn, cfg.NodeConn = limits.Conn, limits.NodeConn
+	}
+	n, err := node.New(cfg)
 	if err != nil {
 		return fmt.Errorf("starting node %d (%s): %w", nd.Index, nd.Addr, err)
 	}
@@ -197,12 +203,17 @@ func (nd *Node) start() error {
 	}
 	nd.srv = httpapi.NewServer(httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts)), httpapi.ServerOptions{})
 	httpapi.EnableHTTP2(nd.srv)
-	limits := connlimit.New(connlimit.Config{Max: nd.c.MaxConnsPerClient})
 	if err := n.RegisterMetrics(limits); err != nil {
 		n.Close()
 		return err
 	}
-	go nd.srv.Serve(limits.Wire(nd.srv, n.HTTPListener()))
+	ln := n.HTTPListener()
+	if cfg.TLS != nil {
+		limits.WireHandler(nd.srv)
+	} else {
+		ln = limits.Wire(nd.srv, ln)
+	}
+	go nd.srv.Serve(ln)
 	return nil
 }
 

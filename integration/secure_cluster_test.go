@@ -11,6 +11,7 @@ import (
 
 	"github.com/discoverd/discoverd/api"
 	"github.com/discoverd/discoverd/bus"
+	"github.com/discoverd/discoverd/connlimit"
 	"github.com/discoverd/discoverd/node"
 	"github.com/discoverd/discoverd/pki"
 )
@@ -19,7 +20,10 @@ import (
 // request speak HTTPS with the admin token, until the test ends.
 func useSecureSuite(t *testing.T) *Security {
 	sec := NewSecurity(t)
-	defaultOptions = []Option{WithSecurity(sec)}
+	// The daemon's default connection limit: with TLS its counting sits
+	// under the TLS layer, and nodes must still know each other by their
+	// certificates through it.
+	defaultOptions = []Option{WithSecurity(sec), WithMaxConnsPerClient(connlimit.DefaultMax)}
 	tr := &http.Transport{TLSClientConfig: sec.ClientTLS.Clone()}
 	suiteClient = &http.Client{Timeout: 10 * time.Second, Transport: tr}
 	suiteToken = AdminSecret

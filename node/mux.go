@@ -42,10 +42,15 @@ type portMux struct {
 	// ALPN, and a Raft connection must present a certificate verified
 	// against the cluster's CA.
 	tls *tls.Config
+	// countConn and nodeConn: see Config.CountConn (used with tls only).
+	countConn func(net.Conn) net.Conn
+	nodeConn  func(net.Conn)
 }
 
-func newPortMux(ln net.Listener, advertise net.Addr, log zerolog.Logger, tlsConfig *tls.Config) *portMux {
+func newPortMux(ln net.Listener, advertise net.Addr, log zerolog.Logger, tlsConfig *tls.Config, countConn func(net.Conn) net.Conn, nodeConn func(net.Conn)) *portMux {
 	m := &portMux{
+		countConn: countConn,
+		nodeConn:  nodeConn,
 		ln:        ln,
 		acc:       newAcceptor(ln, log),
 		tls:       tlsConfig,
@@ -80,7 +85,10 @@ func (m *portMux) route(conn net.Conn) {
 		return
 	}
 	if m.tls != nil {
-		m.routeTLS(&peekedConn{Conn: conn, first: first[0], unread: true}, first[0])
+		if m.countConn != nil {
+			conn = m.countConn(conn)
+		}
+		m.routeTLS(conn, &peekedConn{Conn: conn, first: first[0], unread: true}, first[0])
 		return
 	}
 	if first[0] == raftConnByte {
@@ -101,7 +109,8 @@ var plainOnTLSAnswer = []byte("HTTP/1.0 400 Bad Request\r\nContent-Type: text/pl
 
 // routeTLS completes the handshake, then hands the connection to Raft (ALPN
 // RaftALPN, from a verified node) or to HTTP. Anything but TLS is closed.
-func (m *portMux) routeTLS(conn net.Conn, first byte) {
+// counted is the connection as countConn returned it (conn wraps it).
+func (m *portMux) routeTLS(counted, conn net.Conn, first byte) {
 	if first != tlsHandshakeByte {
 		// Most likely plain HTTP: say what is wrong, as net/http does.
 		conn.SetWriteDeadline(time.Now().Add(firstByteTimeout))
@@ -122,6 +131,9 @@ func (m *portMux) routeTLS(conn net.Conn, first byte) {
 		if l == nil || len(st.VerifiedChains) == 0 {
 			tc.Close()
 			return
+		}
+		if m.nodeConn != nil {
+			m.nodeConn(counted)
 		}
 		l.deliver(tc)
 		return

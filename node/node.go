@@ -88,6 +88,13 @@ type Config struct {
 	// told apart by ALPN). Its NextProtos must offer RaftALPN, and it must
 	// verify client certificates against the CA when given.
 	TLS *tls.Config
+	// CountConn, when set with TLS, wraps each connection the port accepts
+	// before its TLS handshake (a per-client connection limiter counts it
+	// there: net/http must be handed the *tls.Conn itself), and NodeConn is
+	// told of each wrapped connection that turns out to be another node's
+	// Raft connection, which does not count.
+	CountConn func(net.Conn) net.Conn
+	NodeConn  func(net.Conn)
 	// PeerToken, when set, gives the bearer secret this node presents to
 	// the others, for a cluster with auth and no TLS (loopback only).
 	PeerToken func() string
@@ -234,7 +241,7 @@ func New(cfg Config) (*Node, error) {
 		n.raftTLS = cfg.PeerTLS.Clone()
 		n.raftTLS.NextProtos = []string{RaftALPN}
 	}
-	n.mux = newPortMux(ln, advertisedAddr(advertise), n.log, cfg.TLS)
+	n.mux = newPortMux(ln, advertisedAddr(advertise), n.log, cfg.TLS, cfg.CountConn, cfg.NodeConn)
 	if cfg.NATS {
 		if err := n.startNATS(); err != nil {
 			n.mux.close()

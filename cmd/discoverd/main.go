@@ -240,6 +240,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	opts := httpapi.Options{Log: log, Auth: sec.auth}
 	sec.nodeTLS(&cfg, &opts)
+	limits := connlimit.New(connlimit.Config{Max: o.maxConnsPerClient})
+	if cfg.TLS != nil {
+		// Counted under the TLS layer: see connlimit.Limiter.WireHandler.
+		cfg.CountConn, cfg.NodeConn = limits.Conn, limits.NodeConn
+	}
 	n, err := node.New(cfg)
 	if err != nil {
 		return err
@@ -253,7 +258,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	httpapi.EnableHTTP2(srv)
-	limits := connlimit.New(connlimit.Config{Max: o.maxConnsPerClient})
 	if err := n.RegisterMetrics(limits); err != nil {
 		if dnsSrv != nil {
 			dnsSrv.Close()
@@ -261,7 +265,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 		n.Close()
 		return err
 	}
-	ln := limits.Wire(srv, n.HTTPListener())
+	ln := n.HTTPListener()
+	if cfg.TLS != nil {
+		limits.WireHandler(srv)
+	} else {
+		ln = limits.Wire(srv, ln)
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	role := "voter"
