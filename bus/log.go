@@ -57,7 +57,18 @@ func (l natsLogger) Noticef(format string, v ...any) {
 	}
 	l.log.Info().Msgf(format, v...)
 }
-func (l natsLogger) Warnf(format string, v ...any) { l.log.Warn().Msgf(format, v...) }
+func (l natsLogger) Warnf(format string, v ...any) {
+	// nats-server warns that solicited routes and leafnodes skip
+	// verification because the peer TLS config sets InsecureSkipVerify; the
+	// node's config verifies the chain against the cluster's CA itself in
+	// VerifyConnection (pki.Reloader.StaticServerConfig), so the warning
+	// would tell an operator something false.
+	if strings.Contains(format, "will not be verified") {
+		l.log.Debug().Msgf(format, v...)
+		return
+	}
+	l.log.Warn().Msgf(format, v...)
+}
 func (l natsLogger) Errorf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
 	if l.refused != nil {
