@@ -2,6 +2,7 @@ package dnsapi
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,22 +55,41 @@ func (b byRole) Leader(service string) (*api.Instance, error) { return b.pick().
 // over the HTTP API (voters lists them, the leader first when known), trying
 // the next voter when one cannot be reached. Each lookup is one HTTP request
 // that the voter answers from its own state, without Raft.
-func ThroughVoters(voters func() []string) Backend {
+//
+// The proxy reads as a node of the cluster: with peer.TLS its certificate
+// (over https), else peer.Token when auth is on, and the node-to-node
+// marker header either way, as its other requests to voters carry.
+func ThroughVoters(voters func() []string, peer PeerAuth) Backend {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     time.Minute,
+	}
+	scheme := "http://"
+	if peer.TLS != nil {
+		tr.TLSClientConfig = peer.TLS.Clone()
+		scheme = "https://"
+	}
 	return &throughVoters{
 		voters: voters,
-		http: &http.Client{
-			Timeout: 2 * time.Second,
-			Transport: &http.Transport{
-				DialContext:         (&net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}).DialContext,
-				MaxIdleConnsPerHost: 64,
-				IdleConnTimeout:     time.Minute,
-			},
-		},
+		scheme: scheme,
+		token:  peer.Token,
+		http:   &http.Client{Timeout: 2 * time.Second, Transport: tr},
 	}
+}
+
+// PeerAuth is how a proxy's DNS reads present themselves to voters: the
+// node's client side of mutual TLS, and the token nodes show each other
+// when auth is on without TLS. The zero value is an open cluster's.
+type PeerAuth struct {
+	TLS   *tls.Config
+	Token func() string
 }
 
 type throughVoters struct {
 	voters func() []string
+	scheme string
+	token  func() string
 	http   *http.Client
 }
 
@@ -83,10 +103,16 @@ func (t *throughVoters) get(path string, out any) (bool, error) {
 	lastErr := errNoVoter
 	for _, addr := range t.voters() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+path, nil)
+		req, err := http.NewRequestWithContext(ctx, "GET", t.scheme+addr+path, nil)
 		if err != nil {
 			cancel()
 			return false, err
+		}
+		req.Header.Set(api.ForwardedHeader, "1")
+		if t.token != nil {
+			if tok := t.token(); tok != "" {
+				req.Header.Set("Authorization", "Bearer "+tok)
+			}
 		}
 		resp, err := t.http.Do(req)
 		if err != nil {

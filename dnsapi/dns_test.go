@@ -457,12 +457,25 @@ func TestDNSDomain(t *testing.T) {
 	}
 }
 
-// TestDNSProxy: a proxy node answers from a voter's state.
+// TestDNSProxy: a proxy node answers from a voter's state, in an open
+// cluster and in one with mutual TLS and tokens, where its reads present
+// the node's certificate.
 func TestDNSProxy(t *testing.T) {
-	c := integration.NewCluster(t, 1, 1)
+	t.Run("open", func(t *testing.T) {
+		c := integration.NewCluster(t, 1, 1)
+		testDNSProxy(t, c, dnsapi.PeerAuth{})
+	})
+	t.Run("mutual TLS and auth", func(t *testing.T) {
+		sec := integration.NewSecurity(t)
+		c := integration.NewCluster(t, 1, 1, integration.WithSecurity(sec))
+		testDNSProxy(t, c, dnsapi.PeerAuth{TLS: sec.TLS.ClientConfig(nil)})
+	})
+}
+
+func testDNSProxy(t *testing.T, c *integration.Cluster, peer dnsapi.PeerAuth) {
 	voter, proxy := c.Nodes[0], c.Proxies()[0]
 	vn, pn := voter.Node(), proxy.Node()
-	h := dnsapi.NewHandler(dnsapi.ByRole(pn.IsProxy, pn, dnsapi.ThroughVoters(pn.Voters)), dnsapi.Options{})
+	h := dnsapi.NewHandler(dnsapi.ByRole(pn.IsProxy, pn, dnsapi.ThroughVoters(pn.Voters, peer)), dnsapi.Options{})
 	addr := listen(t, h)
 	ctx := context.Background()
 	if _, err := vn.AddService(ctx, "web", api.ServiceConfig{}); err != nil {

@@ -48,11 +48,11 @@ func (o *options) dnsOptions(log zerolog.Logger) (dnsapi.Options, error) {
 // startDNS serves DNS on addr (nothing when it is empty) from the node's
 // local state on a voter and through a voter on a proxy, and adds the DNS
 // counters to the node's metrics.
-func startDNS(addr string, opts dnsapi.Options, n *node.Node) (*dnsapi.Server, error) {
+func startDNS(addr string, opts dnsapi.Options, n *node.Node, peer dnsapi.PeerAuth) (*dnsapi.Server, error) {
 	if addr == "" {
 		return nil, nil
 	}
-	h := dnsapi.NewHandler(dnsapi.ByRole(n.IsProxy, n, dnsapi.ThroughVoters(n.Voters)), opts)
+	h := dnsapi.NewHandler(dnsapi.ByRole(n.IsProxy, n, dnsapi.ThroughVoters(n.Voters, peer)), opts)
 	if err := n.RegisterMetrics(h.Metrics().Collectors()...); err != nil {
 		return nil, fmt.Errorf("DNS metrics: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/discoverd/discoverd/bus"
 	"github.com/discoverd/discoverd/connlimit"
+	"github.com/discoverd/discoverd/dnsapi"
 	"github.com/discoverd/discoverd/httpapi"
 	"github.com/discoverd/discoverd/internal/version"
 	"github.com/discoverd/discoverd/node"
@@ -252,7 +253,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	sec.watchNATS(n)
 	local := httpapi.New(n, opts)
 	srv := httpapi.NewServer(httpapi.ByRole(n.IsProxy, local, httpapi.NewProxy(n.Voters, local, opts)), httpapi.ServerOptions{})
-	dnsSrv, err := startDNS(o.dnsAddr, dnsOpts, n)
+	dnsSrv, err := startDNS(o.dnsAddr, dnsOpts, n, dnsapi.PeerAuth{TLS: cfg.PeerTLS, Token: sec.peerToken})
 	if err != nil {
 		n.Close()
 		return err
