@@ -11,17 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-func waitCount(t *testing.T, what string, get func() uint64, want uint64) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for get() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s is %d, want %d", what, get(), want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestHeartbeatOverMaxPayloadIsRefusedAndCounted(t *testing.T) {
 	const max = 1024
 	s := startServer(t, ServerConfig{MaxPayload: max})
@@ -53,7 +42,7 @@ func TestHeartbeatOverMaxPayloadIsRefusedAndCounted(t *testing.T) {
 	if _, err := r.ReadString('\n'); err == nil {
 		t.Fatal("the connection stays open after the violation")
 	}
-	waitCount(t, "payload refusals", func() uint64 { _, p, _ := s.LimitRefusals(); return p }, 1)
+	waitFor(t, "the payload refusal to be counted", func() bool { _, p, _ := s.LimitRefusals(); return p == 1 })
 
 	// A heartbeat within the limit still goes through, and only it arrived.
 	pub := dial(t, s)
@@ -76,7 +65,7 @@ func TestMaxConnsAndMaxSubsAreRefusedAndCounted(t *testing.T) {
 	}
 	// The client sees the server's -ERR or, racing it, the closed socket;
 	// the server counts the refusal either way.
-	waitCount(t, "connection refusals", func() uint64 { c, _, _ := s.LimitRefusals(); return c }, 1)
+	waitFor(t, "the connection refusal to be counted", func() bool { c, _, _ := s.LimitRefusals(); return c == 1 })
 
 	errs := make(chan error, 4)
 	nc.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err })
@@ -94,5 +83,5 @@ func TestMaxConnsAndMaxSubsAreRefusedAndCounted(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatal("a third subscription was accepted past MaxSubs 2")
 	}
-	waitCount(t, "subscription refusals", func() uint64 { _, _, n := s.LimitRefusals(); return n }, 1)
+	waitFor(t, "the subscription refusal to be counted", func() bool { _, _, n := s.LimitRefusals(); return n == 1 })
 }

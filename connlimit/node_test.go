@@ -121,17 +121,6 @@ func metric(t *testing.T, addr, name string) string {
 	return ""
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(deadline)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestDefaultLimitRefusesThe1025thConnection(t *testing.T) {
 	s := startWeb(t, connlimit.DefaultMax)
 	openStreams(t, "127.0.0.1", s.Addr(), connlimit.DefaultMax)
@@ -164,7 +153,7 @@ func TestClosingAStreamFreesASlot(t *testing.T) {
 	streams[0].conn.Close()
 	// The server sees the close when its read of the connection ends; then
 	// the next stream from the same address is served.
-	waitFor(t, "a freed slot", func() bool {
+	integration.WaitFor(t, deadline, "a freed slot", func() bool {
 		s := openFrom(t, "127.0.0.1", s.Addr(), "/services/web", true)
 		if s.status == http.StatusOK {
 			streams[0] = s
@@ -178,7 +167,7 @@ func TestClosingAStreamFreesASlot(t *testing.T) {
 	// connection (the creating PUT's, an earlier scrape's) when its read of
 	// it ends, which on a busy machine can come after the next scrape: wait
 	// for the count to settle rather than read it once.
-	waitFor(t, "discoverd_http_client_conns "+strconv.Itoa(max+1), func() bool {
+	integration.WaitFor(t, deadline, "discoverd_http_client_conns "+strconv.Itoa(max+1), func() bool {
 		return metric(t, s.Addr(), "discoverd_http_client_conns") == strconv.Itoa(max+1)
 	})
 }
@@ -321,7 +310,7 @@ func TestHTTP2StreamsCountEachAgainstTheLimit(t *testing.T) {
 	// Ending one stream (an HTTP/2 RST_STREAM, the connection stays) frees
 	// its slot.
 	cancels[0]()
-	waitFor(t, "a freed stream slot", func() bool {
+	integration.WaitFor(t, deadline, "a freed stream slot", func() bool {
 		resp, cancel := open()
 		if resp.StatusCode == 200 {
 			cancels[0] = cancel
