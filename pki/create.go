@@ -36,33 +36,19 @@ var certNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 // missing) and returns their paths. It refuses to overwrite a CA.
 func CreateCA(dir string) (certPath, keyPath string, err error) {
 	certPath, keyPath = filepath.Join(dir, CAFile), filepath.Join(dir, CAKeyFile)
-	if err := refuseExisting(certPath, keyPath); err != nil {
-		return "", "", err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	err = issue(dir, certPath, keyPath, nil, nil, func(serial *big.Int, now time.Time) *x509.Certificate {
+		return &x509.Certificate{
+			SerialNumber:          serial,
+			Subject:               pkix.Name{CommonName: "discoverd CA " + serial.Text(16)[:8], Organization: []string{"discoverd"}},
+			NotBefore:             now.Add(-time.Hour),
+			NotAfter:              now.Add(CAValidity),
+			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+			BasicConstraintsValid: true,
+			IsCA:                  true,
+			MaxPathLenZero:        true,
+		}
+	})
 	if err != nil {
-		return "", "", err
-	}
-	serial, err := serialNumber()
-	if err != nil {
-		return "", "", err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "discoverd CA " + serial.Text(16)[:8], Organization: []string{"discoverd"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(CAValidity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return "", "", err
-	}
-	if err := writePair(dir, certPath, keyPath, der, key); err != nil {
 		return "", "", err
 	}
 	return certPath, keyPath, nil
@@ -80,50 +66,63 @@ func CreateCert(dir, name string, hosts []string) (certPath, keyPath string, err
 		return "", "", err
 	}
 	certPath, keyPath = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
-	if err := refuseExisting(certPath, keyPath); err != nil {
-		return "", "", err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", err
-	}
-	serial, err := serialNumber()
-	if err != nil {
-		return "", "", err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name, Organization: []string{"discoverd"}},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(CertValidity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	seen := map[string]bool{}
-	for _, h := range append(hosts, "localhost", "127.0.0.1") {
-		h = strings.TrimSpace(h)
-		if h == "" || seen[h] {
-			continue
+	err = issue(dir, certPath, keyPath, ca, caKey, func(serial *big.Int, now time.Time) *x509.Certificate {
+		tmpl := &x509.Certificate{
+			SerialNumber: serial,
+			Subject:      pkix.Name{CommonName: name, Organization: []string{"discoverd"}},
+			NotBefore:    now.Add(-time.Hour),
+			NotAfter:     now.Add(CertValidity),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		}
-		seen[h] = true
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		seen := map[string]bool{}
+		for _, h := range append(hosts, "localhost", "127.0.0.1") {
+			h = strings.TrimSpace(h)
+			if h == "" || seen[h] {
+				continue
+			}
+			seen[h] = true
+			if ip := net.ParseIP(h); ip != nil {
+				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			} else {
+				tmpl.DNSNames = append(tmpl.DNSNames, h)
+			}
 		}
-	}
-	if tmpl.NotAfter.After(ca.NotAfter) {
-		tmpl.NotAfter = ca.NotAfter
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if tmpl.NotAfter.After(ca.NotAfter) {
+			tmpl.NotAfter = ca.NotAfter
+		}
+		return tmpl
+	})
 	if err != nil {
-		return "", "", err
-	}
-	if err := writePair(dir, certPath, keyPath, der, key); err != nil {
 		return "", "", err
 	}
 	return certPath, keyPath, nil
+}
+
+// issue makes a new P-256 key and a serial number, signs the certificate
+// template builds with parent's key (the new key itself, self-signed, when
+// parent is nil) and writes the pair. It refuses to overwrite either file.
+func issue(dir, certPath, keyPath string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, template func(serial *big.Int, now time.Time) *x509.Certificate) error {
+	if err := refuseExisting(certPath, keyPath); err != nil {
+		return err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	serial, err := serialNumber()
+	if err != nil {
+		return err
+	}
+	tmpl := template(serial, time.Now())
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	if err != nil {
+		return err
+	}
+	return writePair(dir, certPath, keyPath, der, key)
 }
 
 func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
