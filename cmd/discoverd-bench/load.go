@@ -130,10 +130,25 @@ func instancePath(svc, id string) string { return "/services/" + svc + "/instanc
 // registerOp is an operation that registers (or heartbeats) the instance
 // prefix<seq> of svc on worker w's connection.
 func (b *bench) registerOp(svc, prefix string) func(w int) (func(int64) error, func()) {
+	return b.instanceOp(svc, prefix, 0)
+}
+
+// heartbeatOp heartbeats the n instances prefix0..prefix<n-1> of svc in
+// turn, as fill registered them.
+func (b *bench) heartbeatOp(svc, prefix string, n int64) func(w int) (func(int64) error, func()) {
+	return b.instanceOp(svc, prefix, n)
+}
+
+// instanceOp PUTs the instance prefix<seq> of svc, or prefix<seq mod
+// cycle> when cycle is positive, on worker w's connection.
+func (b *bench) instanceOp(svc, prefix string, cycle int64) func(w int) (func(int64) error, func()) {
 	return func(w int) (func(int64) error, func()) {
 		d := b.newDoer(w)
 		var body []byte
 		return func(seq int64) error {
+			if cycle > 0 {
+				seq %= cycle
+			}
 			id := instanceID(prefix, seq)
 			body = appendInstanceBody(body[:0], id, seq)
 			r := request{method: http.MethodPut, path: instancePath(svc, id), body: body}

@@ -26,24 +26,7 @@ func runSnapshot(ctx context.Context, b *bench) []Result {
 		return failed(name, err)
 	}
 	conc := min(b.cfg.concurrency, n)
-	heartbeat := func(w int) (func(int64) error, func()) {
-		d := b.newDoer(w)
-		var body []byte
-		return func(seq int64) error {
-			i := seq % int64(n)
-			id := instanceID("l-", i)
-			body = appendInstanceBody(body[:0], id, i)
-			r := request{method: http.MethodPut, path: instancePath(svc, id), body: body}
-			st, resp, err := d.do(&r)
-			if err != nil {
-				return err
-			}
-			if st != http.StatusOK {
-				return httpError(st, resp)
-			}
-			return nil
-		}, d.close
-	}
+	heartbeat := b.heartbeatOp(svc, "l-", int64(n))
 	hbIdle := b.load(ctx, "heartbeating, no backup", conc, b.cfg.duration, 0, heartbeat)
 	regIdle := b.load(ctx, "registering, no backup", conc, b.cfg.duration, 0, b.registerOp(svc, "r1-"))
 
