@@ -53,13 +53,9 @@ func cmdSnapshotSave(e *env, args []string) error {
 // file is checked here first, so a damaged one is named before anything is
 // sent; the server checks it again.
 func cmdSnapshotRestore(e *env, args []string) error {
-	data, err := os.ReadFile(args[0])
+	data, f, err := readSnapshot(args[0])
 	if err != nil {
 		return err
-	}
-	f, err := snapshot.Parse(data)
-	if err != nil {
-		return fmt.Errorf("%s: %s", args[0], errMessage(err))
 	}
 	idx, err := e.c.RestoreSnapshot(e.ctx, data)
 	if err != nil {
@@ -95,16 +91,25 @@ func summary(path string, f *snapshot.File) snapshotSummary {
 		Instances: f.Header.Instances, Index: f.Header.Index}
 }
 
-// cmdSnapshotInspect verifies a backup and describes it. It needs no
-// server.
-func cmdSnapshotInspect(e *env, args []string) error {
-	data, err := os.ReadFile(args[0])
+// readSnapshot reads and checks the backup at path.
+func readSnapshot(path string) ([]byte, *snapshot.File, error) {
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	f, err := snapshot.Parse(data)
 	if err != nil {
-		return fmt.Errorf("%s: %s", args[0], errMessage(err))
+		return nil, nil, fmt.Errorf("%s: %s", path, errMessage(err))
+	}
+	return data, f, nil
+}
+
+// cmdSnapshotInspect verifies a backup and describes it. It needs no
+// server.
+func cmdSnapshotInspect(e *env, args []string) error {
+	_, f, err := readSnapshot(args[0])
+	if err != nil {
+		return err
 	}
 	reg, err := f.DecodeRegistry()
 	if err != nil {
