@@ -91,17 +91,8 @@ func (w *ServiceWatch) wait(ctx context.Context) error {
 		}
 	}()
 	w.v.waitApplied(waitCtx, w.index+1)
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-w.ended:
-		return ErrShutdown
-	case <-w.v.stopping:
-		return ErrShutdown
-	case <-w.n.closing:
-		return ErrShutdown
-	default:
-	}
+	// The coalescing delay; an end that came during the wait above is
+	// ready at once, before the new timer can fire.
 	t := time.NewTimer(serviceListCoalesce)
 	defer t.Stop()
 	select {
@@ -110,6 +101,8 @@ func (w *ServiceWatch) wait(ctx context.Context) error {
 	case <-w.ended:
 		return ErrShutdown
 	case <-w.v.stopping:
+		return ErrShutdown
+	case <-w.n.closing:
 		return ErrShutdown
 	case <-t.C:
 		return nil
