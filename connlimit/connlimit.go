@@ -31,10 +31,19 @@ type Config struct {
 	IsNode func(*http.Request) bool
 }
 
-// FromNode reports whether r carries the Discoverd-Forwarded header that
-// every node sets on the requests it sends another node.
+// FromNode reports whether r carries the Discoverd-Forwarded or
+// Discoverd-Relayed header that every node sets on the requests it sends
+// another node. Over TLS the header alone is not believed: nodes present a
+// certificate from the cluster's CA (mutual TLS), and a client without one
+// that sets the header to escape the limit is counted like any other.
+// Without TLS nothing can tell a node's request from a client's that copies
+// the header (the README's "Limits" says so): such a cluster is open to
+// anyone who can reach it anyway.
 func FromNode(r *http.Request) bool {
-	return r.Header.Get(api.ForwardedHeader) != "" || r.Header.Get(api.RelayedHeader) != ""
+	if r.Header.Get(api.ForwardedHeader) == "" && r.Header.Get(api.RelayedHeader) == "" {
+		return false
+	}
+	return r.TLS == nil || len(r.TLS.VerifiedChains) > 0
 }
 
 // Limiter counts the slots each client address holds.

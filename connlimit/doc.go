@@ -12,9 +12,11 @@
 // client's request or stream, membership calls) are never counted: Raft
 // connections never reach this package (the node's port mux hands them to
 // Raft by their first byte), and every HTTP request a node sends another
-// carries the Discoverd-Forwarded header. A connection that carries one
-// gives its slots back. Config.IsNode can tighten that test (for example to
-// a verified node certificate when nodes use mutual TLS).
+// carries the Discoverd-Forwarded (or, relayed for a proxy's client,
+// Discoverd-Relayed) header. A connection that carries one gives its slots
+// back. Over TLS the header counts only with a client certificate verified
+// against the cluster's CA, as every node presents; Config.IsNode can
+// replace that test.
 //
 // The Limiter is a Prometheus collector of its refusals and held slots.
 //

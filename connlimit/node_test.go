@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -323,4 +326,75 @@ func TestHTTP2StreamsCountEachAgainstTheLimit(t *testing.T) {
 	if n := dials.Load(); n != 1 {
 		t.Fatalf("the streams took %d connections, want 1", n)
 	}
+}
+
+// TestForgedNodeHeaderOverTLSIsCounted: over TLS, the header that marks a
+// node's requests counts only with a node certificate. A client without one
+// that sends it is limited like any other, and a node that presents one is
+// not limited at all.
+func TestForgedNodeHeaderOverTLSIsCounted(t *testing.T) {
+	const max = 2
+	s := testnode.Start(t, testnode.Options{Secure: true, MaxConnsPerClient: max})
+	pem, err := os.ReadFile(s.CAFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	// HTTP/1.1 only, so that each stream holds a connection of its own.
+	client := func(cfg *tls.Config) *http.Client {
+		cfg = cfg.Clone()
+		cfg.NextProtos = []string{"http/1.1"}
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+	}
+	plain := client(&tls.Config{RootCAs: roots})
+	node := client(s.PeerTLS())
+
+	req, _ := http.NewRequest("PUT", s.URL()+"/services/web", strings.NewReader(`{}`))
+	req.Header.Set("Authorization", "Bearer "+testnode.AdminSecret)
+	resp, err := plain.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("creating the service: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	plain.CloseIdleConnections()
+
+	var cancels []context.CancelFunc
+	t.Cleanup(func() {
+		for _, c := range cancels {
+			c()
+		}
+	})
+	open := func(hc *http.Client) (int, []byte) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancels = append(cancels, cancel)
+		req, _ := http.NewRequestWithContext(ctx, "GET", s.URL()+"/services/web", nil)
+		req.Header.Set("Accept", "text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+testnode.ReadSecret)
+		req.Header.Set(api.ForwardedHeader, "1")
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == http.StatusOK {
+			return resp.StatusCode, nil
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, body
+	}
+
+	for i := range max + 2 {
+		if code, body := open(node); code != http.StatusOK {
+			t.Fatalf("stream %d of a client with a node certificate: %d %s", i+1, code, body)
+		}
+	}
+	for i := range max {
+		if code, body := open(plain); code != http.StatusOK {
+			t.Fatalf("stream %d of a client without a certificate: %d %s", i+1, code, body)
+		}
+	}
+	code, body := open(plain)
+	wantRefused(t, &stream{status: code, body: body}, max)
 }

@@ -1,6 +1,7 @@
 package testnode
 
 import (
+	"crypto/tls"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -85,6 +86,8 @@ func Start(tb testing.TB, o Options) *Server {
 	}
 	if o.Secure {
 		s.secure()
+		// Counted under the TLS layer, as cmd/discoverd does.
+		s.cfg.CountConn, s.cfg.NodeConn = s.limits.Conn, s.limits.NodeConn
 	}
 	s.StartNode()
 	s.Serve()
@@ -124,7 +127,13 @@ func (s *Server) StartNode() {
 func (s *Server) Serve() {
 	s.srv = httpapi.NewServer(httpapi.New(s.n, s.opts), httpapi.ServerOptions{})
 	httpapi.EnableHTTP2(s.srv)
-	go s.srv.Serve(s.limits.Wire(s.srv, s.n.HTTPListener()))
+	ln := s.n.HTTPListener()
+	if s.cfg.TLS != nil {
+		s.limits.WireHandler(s.srv)
+	} else {
+		ln = s.limits.Wire(s.srv, ln)
+	}
+	go s.srv.Serve(ln)
 }
 
 // StopHTTP stops answering HTTP, keeping the node (and NATS) running.
@@ -177,6 +186,10 @@ func (s *Server) CAFile() string { return s.caFile }
 
 // Auth is a Secure server's tokens, nil otherwise.
 func (s *Server) Auth() *auth.Store { return s.store }
+
+// PeerTLS is the TLS configuration a Secure server presents to other nodes
+// (its certificate from the test CA): a client using it is taken for a node.
+func (s *Server) PeerTLS() *tls.Config { return s.cfg.PeerTLS }
 
 // secure makes a CA, a certificate for 127.0.0.1 and the tokens of
 // AuthFile, and sets the node's TLS and auth as cmd/discoverd does.
