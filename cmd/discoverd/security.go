@@ -57,6 +57,12 @@ func setupSecurity(o *options, log zerolog.Logger) (*security, error) {
 			return nil, fmt.Errorf("--auth-file: %w", err)
 		}
 		s.auth = store
+		if s.tls == nil && store.Current().FirstAdmin() == nil && o.clustered() {
+			// Without TLS, nodes present the first admin token to each other:
+			// with none, every forwarded write and relayed read would be
+			// refused, and the cluster would look up but answer nothing.
+			return nil, fmt.Errorf("--auth-file %s has no admin token, and without TLS the nodes of a cluster (--peers) authenticate to each other with its first admin token: add one, or turn TLS on", o.authFile)
+		}
 		s.nodePassword = s.peerToken()
 		if s.tls != nil {
 			// Routes and leafnodes need a certificate from the CA: the
@@ -75,6 +81,21 @@ func setupSecurity(o *options, log zerolog.Logger) (*security, error) {
 		log.Warn().Str("addr", o.addr).Msg("no --auth-file on an address that is not loopback: anyone who can reach this node can change the registry")
 	}
 	return s, nil
+}
+
+// clustered reports whether this node has other nodes to talk to: --peers
+// names a node other than this one (a proxy is not in it at all).
+func (o *options) clustered() bool {
+	self := o.advertise
+	if self == "" {
+		self = o.addr
+	}
+	for _, p := range o.peerList() {
+		if p != self {
+			return true
+		}
+	}
+	return false
 }
 
 // peerToken is the secret nodes present to each other when auth is on

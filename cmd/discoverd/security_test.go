@@ -13,6 +13,9 @@ import (
 func TestSecurityFlags(t *testing.T) {
 	authFile := filepath.Join(t.TempDir(), "auth.json")
 	os.WriteFile(authFile, []byte(`{"tokens": [{"name": "ops", "secret": "secret-admin", "role": "admin"}]}`), 0o600)
+	noAdmin := filepath.Join(t.TempDir(), "auth.json")
+	os.WriteFile(noAdmin, []byte(`{"tokens": [{"name": "dash", "secret": "secret-read", "role": "read"}]}`), 0o600)
+	const peers = "127.0.0.1:1111,127.0.0.1:2222,127.0.0.1:3333"
 	for _, tc := range []struct {
 		name     string
 		o        options
@@ -26,6 +29,12 @@ func TestSecurityFlags(t *testing.T) {
 		{"loopback with auth and no TLS", options{addr: "127.0.0.1:1111", authFile: authFile}, "", false},
 		{"network with auth and no TLS", options{addr: "10.0.0.1:1111", authFile: authFile}, "needs TLS", false},
 		{"a TLS flag alone", options{addr: "127.0.0.1:1111", tlsCert: "x.pem"}, "needs all of --tls-cert, --tls-key and --tls-ca", false},
+		{"no admin token, single node", options{addr: "127.0.0.1:1111", authFile: noAdmin}, "", false},
+		{"no admin token, a cluster of itself", options{addr: "127.0.0.1:1111", peers: "127.0.0.1:1111", authFile: noAdmin}, "", false},
+		{"no admin token, a voter of a cluster", options{addr: "127.0.0.1:1111", peers: peers, authFile: noAdmin}, "has no admin token", false},
+		{"no admin token, a proxy", options{addr: "127.0.0.1:4444", peers: peers, authFile: noAdmin}, "has no admin token", false},
+		{"no admin token, advertised into a cluster", options{addr: "127.0.0.1:0", advertise: "127.0.0.1:2222", peers: peers, authFile: noAdmin}, "has no admin token", false},
+		{"an admin token, a voter of a cluster", options{addr: "127.0.0.1:1111", peers: peers, authFile: authFile}, "", false},
 		{"a broken auth file", options{addr: "127.0.0.1:1111", authFile: "/nonexistent"}, "--auth-file", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
