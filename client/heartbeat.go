@@ -257,7 +257,9 @@ func (h *Heartbeater) SetMeta(ctx context.Context, meta map[string]string) error
 	if unregistered {
 		return nil
 	}
-	return h.send(ctx, &in, retryOpts{}, true)
+	// Each attempt is bounded as a heartbeat's is: this send holds sendMu,
+	// and a server that hangs must not hold the heartbeats back with it.
+	return h.send(ctx, &in, retryOpts{attemptTimeout: h.attemptTimeout()}, true)
 }
 
 // Stop stops the heartbeats without deregistering: the server expires the
