@@ -28,6 +28,17 @@ func (h *quickNopHandler) QuickHeartbeat(string, *api.Instance) (bool, error) {
 	return true, nil
 }
 
+func (h *quickNopHandler) QuickHeartbeatUnchanged(_, id string, same func(*api.Instance) bool) (bool, error) {
+	if !same(&benchStored) {
+		return false, nil
+	}
+	h.n.Add(1)
+	return true, nil
+}
+
+// benchStored is the registered instance benchPayload heartbeats.
+var benchStored = api.Instance{ID: "web-123", Addr: "10.1.2.3:8080", Proto: "http", Meta: map[string]string{"zone": "eu-1"}}
+
 var benchPayload = []byte(`{"id":"web-123","addr":"10.1.2.3:8080","proto":"http","meta":{"zone":"eu-1"}}`)
 
 // BenchmarkHeartbeatHandle is the receiver's per-message work for a
@@ -37,7 +48,7 @@ func BenchmarkHeartbeatHandle(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	hs := &HeartbeatSubscriber{h: h, quick: h, ctx: ctx}
-	r := &receiver{hs: hs}
+	r := newReceiver(hs)
 	msg := &nats.Msg{Subject: HeartbeatSubject("web"), Data: benchPayload}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(benchPayload)))

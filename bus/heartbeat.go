@@ -37,6 +37,13 @@ type QuickHeartbeatHandler interface {
 	// the answer then. It must not block and must not keep inst or any of
 	// its strings: inst is reused for the next message.
 	QuickHeartbeat(service string, inst *api.Instance) (taken bool, err error)
+	// QuickHeartbeatUnchanged is QuickHeartbeat for a heartbeat not decoded
+	// yet: it takes the heartbeat only if the instance id of service is
+	// registered as stored and same(stored) reports that the heartbeat
+	// carries that registration, and otherwise returns false (the heartbeat
+	// is then decoded and offered to QuickHeartbeat). id shares the
+	// message's memory: it must not be kept.
+	QuickHeartbeatUnchanged(service, id string, same func(stored *api.Instance) bool) (taken bool, err error)
 }
 
 // HeartbeatTimeout bounds one call of HeartbeatHandler.Heartbeat from the
@@ -186,7 +193,7 @@ func SubscribeHeartbeats(nc *nats.Conn, queue string, workers int, h HeartbeatHa
 	for range receivers {
 		// Each receiver decodes into an instance of its own, reused for
 		// every heartbeat the quick path takes.
-		r := &receiver{hs: hs}
+		r := newReceiver(hs)
 		sub, err := nc.QueueSubscribe(HeartbeatWildcard, queue, r.handle)
 		if err == nil {
 			hs.subs = append(hs.subs, sub)
@@ -214,12 +221,22 @@ type slowHeartbeat struct {
 type receiver struct {
 	hs      *HeartbeatSubscriber
 	scratch api.Instance
+	raw     rawHeartbeat
+	// sameRaw is raw.sameAs, bound once so that passing it allocates nothing.
+	sameRaw func(*api.Instance) bool
+}
+
+func newReceiver(hs *HeartbeatSubscriber) *receiver {
+	r := &receiver{hs: hs}
+	r.sameRaw = r.raw.sameAs
+	return r
 }
 
 // handle processes one heartbeat message. It is the hottest path of
-// discoverd: no fmt, no goroutine switch and no allocation for a heartbeat
-// the quick path takes beyond the one copy of the payload the instance's
-// strings share (see api.DecodeInstance) and its meta map.
+// discoverd: no fmt, and for a heartbeat of an instance registered
+// unchanged in its plain JSON form no goroutine switch, no decoding and no
+// allocation (see rawHeartbeat). Otherwise the instance is decoded (its
+// strings share one copy of the payload, see api.DecodeInstance).
 func (r *receiver) handle(msg *nats.Msg) {
 	hs := r.hs
 	hs.received.Add(1)
@@ -232,6 +249,14 @@ func (r *receiver) handle(msg *nats.Msg) {
 	if err := api.ValidateServiceName(service); err != nil {
 		hs.reject(msg, err)
 		return
+	}
+	if hs.quick != nil && r.raw.scan(msg.Data) {
+		taken, err := hs.quick.QuickHeartbeatUnchanged(service, r.raw.idString(), r.sameRaw)
+		r.raw.data = nil
+		if taken {
+			hs.answerRaw(service, msg.Reply, err)
+			return
+		}
 	}
 	// The decoder sets only the fields the message has: none may be left
 	// over from the last message, whatever became of it.
@@ -290,6 +315,17 @@ func (hs *HeartbeatSubscriber) call(hb slowHeartbeat) {
 	_, err := hs.h.Heartbeat(ctx, hb.service, hb.inst)
 	ctx.release()
 	hs.answer(hb.service, hb.inst, hb.reply, err)
+}
+
+// answerRaw is answer for a heartbeat taken without decoding it.
+func (hs *HeartbeatSubscriber) answerRaw(service, reply string, err error) {
+	if err == nil {
+		if reply != "" {
+			hs.respond(reply, okBody)
+		}
+		return
+	}
+	hs.answer(service, &api.Instance{}, reply, err)
 }
 
 // answer counts, logs and answers (when asked to) the outcome err of a

@@ -18,9 +18,11 @@ type quickHandler struct {
 	block   chan struct{}
 	entered chan struct{}
 
-	mu       sync.Mutex
-	quick    []api.Instance
-	quickErr error
+	mu         sync.Mutex
+	registered map[string]api.Instance
+	quick      []api.Instance
+	unchanged  []string
+	quickErr   error
 }
 
 func (h *quickHandler) QuickHeartbeat(_ string, inst *api.Instance) (bool, error) {
@@ -33,6 +35,19 @@ func (h *quickHandler) QuickHeartbeat(_ string, inst *api.Instance) (bool, error
 	return true, h.quickErr
 }
 
+// QuickHeartbeatUnchanged takes the heartbeats of the registered instances
+// that carry their registration.
+func (h *quickHandler) QuickHeartbeatUnchanged(_, id string, same func(*api.Instance) bool) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	stored, ok := h.registered[id]
+	if !ok || !same(&stored) {
+		return false, nil
+	}
+	h.unchanged = append(h.unchanged, id)
+	return true, h.quickErr
+}
+
 func (h *quickHandler) Heartbeat(ctx context.Context, service string, inst *api.Instance) (*api.Instance, error) {
 	if h.block != nil {
 		h.entered <- struct{}{}
@@ -41,15 +56,19 @@ func (h *quickHandler) Heartbeat(ctx context.Context, service string, inst *api.
 	return h.fakeHandler.Heartbeat(ctx, service, inst)
 }
 
-func (h *quickHandler) quickCalls() []api.Instance {
+func (h *quickHandler) quickCalls() ([]api.Instance, []string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return append([]api.Instance(nil), h.quick...)
+	return append([]api.Instance(nil), h.quick...), append([]string(nil), h.unchanged...)
 }
 
 func TestQuickHeartbeat(t *testing.T) {
 	s := startServer(t, ServerConfig{})
-	h := &quickHandler{fakeHandler: newFakeHandler(), block: make(chan struct{}), entered: make(chan struct{}, 1)}
+	h := &quickHandler{fakeHandler: newFakeHandler(), block: make(chan struct{}), entered: make(chan struct{}, 1),
+		registered: map[string]api.Instance{
+			"q-1": {ID: "q-1", Addr: "10.0.0.1:80", Proto: "http", Meta: map[string]string{"zone": "a"}},
+			"q-2": {ID: "q-2", Addr: "10.0.0.2:80", Proto: "http"},
+		}}
 	sub, err := SubscribeHeartbeats(inProc(t, s), "node-a", 2, h, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -64,22 +83,31 @@ func TestQuickHeartbeat(t *testing.T) {
 	}
 	<-h.entered
 
+	// Unchanged heartbeats of registered instances are taken undecoded;
+	// the others are decoded for QuickHeartbeat.
 	cases := []struct {
-		name     string
-		data     string
-		quickErr error
-		want     api.Instance
-		wantCode api.ErrorCode // "" for {"ok":true}
+		name      string
+		data      string
+		quickErr  error
+		unchanged bool
+		want      api.Instance // what QuickHeartbeat got, when decoded
+		wantCode  api.ErrorCode
 	}{
-		{"with meta", `{"id":"q-1","addr":"10.0.0.1:80","proto":"http","meta":{"zone":"a"}}`, nil,
-			api.Instance{ID: "q-1", Addr: "10.0.0.1:80", Proto: "http", Meta: map[string]string{"zone": "a"}}, ""},
+		{"unchanged", `{"id":"q-1","addr":"10.0.0.1:80","proto":"http","meta":{"zone":"a"}}`, nil, true, api.Instance{}, ""},
+		{"unchanged, spaced and reordered", " {\"meta\": {\"zone\":\"a\"} ,\n\"proto\":\"http\", \"addr\":\"10.0.0.1:80\",\"id\":\"q-1\"}\t", nil, true, api.Instance{}, ""},
+		{"unchanged, refused", `{"id":"q-2","addr":"10.0.0.2:80","proto":"http"}`, api.Errorf(api.CodeUnavailable, "no leader"), true, api.Instance{}, api.CodeUnavailable},
+		{"changed meta", `{"id":"q-1","addr":"10.0.0.1:80","proto":"http","meta":{"zone":"b"}}`, nil, false,
+			api.Instance{ID: "q-1", Addr: "10.0.0.1:80", Proto: "http", Meta: map[string]string{"zone": "b"}}, ""},
 		// Nothing of the message before may be left in the reused instance.
-		{"without meta", `{"id":"q-2","addr":"10.0.0.2:80","proto":"http"}`, nil,
+		{"changed addr, no meta", `{"id":"q-1","addr":"10.0.0.9:80","proto":"http"}`, nil, false,
+			api.Instance{ID: "q-1", Addr: "10.0.0.9:80", Proto: "http"}, ""},
+		{"escaped", `{"id":"q-2","addr":"10.0.0.2:80","proto":"htt\u0070"}`, nil, false,
 			api.Instance{ID: "q-2", Addr: "10.0.0.2:80", Proto: "http"}, ""},
-		{"refused", `{"id":"q-3","addr":"10.0.0.3:80","proto":"tcp"}`, api.Errorf(api.CodeUnavailable, "no leader"),
+		{"unknown", `{"id":"q-3","addr":"10.0.0.3:80","proto":"tcp"}`, api.Errorf(api.CodeUnavailable, "no leader"), false,
 			api.Instance{ID: "q-3", Addr: "10.0.0.3:80", Proto: "tcp"}, api.CodeUnavailable},
 	}
-	for i, c := range cases {
+	var nquick, nunchanged int
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			h.mu.Lock()
 			h.quickErr = c.quickErr
@@ -92,11 +120,19 @@ func TestQuickHeartbeat(t *testing.T) {
 			} else {
 				wantErrorBody(t, got, c.wantCode)
 			}
-			calls := h.quickCalls()
-			if len(calls) != i+1 {
-				t.Fatalf("quick path called %d times, want %d", len(calls), i+1)
+			calls, unchanged := h.quickCalls()
+			if c.unchanged {
+				nunchanged++
+			} else {
+				nquick++
 			}
-			last := calls[i]
+			if len(calls) != nquick || len(unchanged) != nunchanged {
+				t.Fatalf("quick path took %d decoded and %d undecoded, want %d and %d", len(calls), len(unchanged), nquick, nunchanged)
+			}
+			if c.unchanged {
+				return
+			}
+			last := calls[nquick-1]
 			if last.ID != c.want.ID || last.Addr != c.want.Addr || last.Proto != c.want.Proto || len(last.Meta) != len(c.want.Meta) || last.Meta["zone"] != c.want.Meta["zone"] {
 				t.Fatalf("quick path got %+v, want %+v", last, c.want)
 			}
@@ -116,8 +152,8 @@ func TestQuickHeartbeat(t *testing.T) {
 	if got := hb.request(t, HeartbeatSubject("svc"), []byte(`{"id":"slow-2","addr":"10.0.0.1:80","proto":"http"}`)); string(got) != `{"ok":true}` {
 		t.Fatalf("answer from the worker %q", got)
 	}
-	if sub.Failed() != 1 || sub.Malformed() != 0 {
-		t.Fatalf("failed %d, malformed %d; want 1, 0", sub.Failed(), sub.Malformed())
+	if sub.Failed() != 2 || sub.Malformed() != 0 {
+		t.Fatalf("failed %d, malformed %d; want 2, 0", sub.Failed(), sub.Malformed())
 	}
 	if err := sub.Close(); err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("close: %v", err)
