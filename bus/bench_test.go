@@ -20,19 +20,40 @@ func (h *nopHandler) Heartbeat(_ context.Context, _ string, inst *api.Instance) 
 	return inst, nil
 }
 
+// quickNopHandler accepts every heartbeat in the receiver (the quick path).
+type quickNopHandler struct{ nopHandler }
+
+func (h *quickNopHandler) QuickHeartbeat(string, *api.Instance) (bool, error) {
+	h.n.Add(1)
+	return true, nil
+}
+
+func (h *quickNopHandler) QuickHeartbeatUnchanged(_, id string, same func(*api.Instance) bool) (bool, error) {
+	if !same(&benchStored) {
+		return false, nil
+	}
+	h.n.Add(1)
+	return true, nil
+}
+
+// benchStored is the registered instance benchPayload heartbeats.
+var benchStored = api.Instance{ID: "web-123", Addr: "10.1.2.3:8080", Proto: "http", Meta: map[string]string{"zone": "eu-1"}}
+
 var benchPayload = []byte(`{"id":"web-123","addr":"10.1.2.3:8080","proto":"http","meta":{"zone":"eu-1"}}`)
 
-// BenchmarkHeartbeatHandle is the subscriber's per-message work, without NATS.
+// BenchmarkHeartbeatHandle is the receiver's per-message work for a
+// heartbeat the quick path takes, without NATS.
 func BenchmarkHeartbeatHandle(b *testing.B) {
-	h := &nopHandler{}
+	h := &quickNopHandler{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	hs := &HeartbeatSubscriber{h: h, ctx: ctx}
+	hs := &HeartbeatSubscriber{h: h, quick: h, ctx: ctx}
+	r := newReceiver(hs)
 	msg := &nats.Msg{Subject: HeartbeatSubject("web"), Data: benchPayload}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(benchPayload)))
 	for b.Loop() {
-		hs.handle(msg)
+		r.handle(msg)
 	}
 	if hs.Malformed() != 0 {
 		b.Fatal("malformed")
@@ -68,7 +89,7 @@ func BenchmarkDecodeInstance(b *testing.B) {
 // connection the server drops messages instead of slowing publishers.
 func BenchmarkHeartbeatThroughput(b *testing.B) {
 	s := startServer(b, ServerConfig{})
-	h := &nopHandler{}
+	h := &quickNopHandler{}
 	sub, err := SubscribeHeartbeats(inProc(b, s), "bench", 4, h, testLogger(b))
 	if err != nil {
 		b.Fatal(err)

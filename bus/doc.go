@@ -18,7 +18,9 @@
 //     JSON of api.OK or of an api.Error; an event is the JSON of an api.Event.
 //   - The heartbeat subscriber (SubscribeHeartbeats), which decodes heartbeats
 //     and hands them to the node through the same HeartbeatHandler method the
-//     HTTP API calls, and the event publisher (EventPublisher).
+//     HTTP API calls (a QuickHeartbeatHandler takes the common heartbeat on
+//     the receiving goroutine first), and the event publisher
+//     (EventPublisher).
 //
 // Core NATS is at-most-once: nothing here retries or persists a message.
 // Event subscribers detect gaps with the event index.

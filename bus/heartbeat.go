@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,29 @@ import (
 // (api.PrepareInstance with no path id); the handler may keep it.
 type HeartbeatHandler interface {
 	Heartbeat(ctx context.Context, service string, inst *api.Instance) (*api.Instance, error)
+}
+
+// QuickHeartbeatHandler is a HeartbeatHandler that can take most heartbeats
+// at once, without waiting for anything (no I/O, no Raft, no lock held by a
+// slow path): for a heartbeat of an instance that is already registered
+// unchanged, only its time is recorded. The subscriber calls
+// QuickHeartbeat on the goroutine that receives the messages, and hands
+// only the heartbeats it does not take to its workers' Heartbeat, so that
+// the common heartbeat costs no goroutine switch and no context.
+type QuickHeartbeatHandler interface {
+	HeartbeatHandler
+	// QuickHeartbeat takes the heartbeat if it can at once and reports
+	// whether it did; err (nil, ErrNoReply or an error to answer with) is
+	// the answer then. It must not block and must not keep inst or any of
+	// its strings: inst is reused for the next message.
+	QuickHeartbeat(service string, inst *api.Instance) (taken bool, err error)
+	// QuickHeartbeatUnchanged is QuickHeartbeat for a heartbeat not decoded
+	// yet: it takes the heartbeat only if the instance id of service is
+	// registered as stored and same(stored) reports that the heartbeat
+	// carries that registration, and otherwise returns false (the heartbeat
+	// is then decoded and offered to QuickHeartbeat). id shares the
+	// message's memory: it must not be kept.
+	QuickHeartbeatUnchanged(service, id string, same func(stored *api.Instance) bool) (taken bool, err error)
 }
 
 // HeartbeatTimeout bounds one call of HeartbeatHandler.Heartbeat from the
@@ -40,6 +64,18 @@ const (
 // drainTimeout bounds how long Close waits for queued heartbeats.
 const drainTimeout = 10 * time.Second
 
+// slowQueue is how many heartbeats the receiving goroutines may have handed
+// to the workers before they wait for one: a burst of registrations queues
+// here, and past it in nats.go's pending messages.
+const slowQueue = 4096
+
+// receiversPerCore: one receiving subscription per four cores. Each costs a
+// goroutine switch per message that the single subscription of a small
+// machine saves (a fifth of a heartbeat's cost on two cores, measured), while
+// the in-process connection's one read loop bounds what more of them could
+// take anyway.
+const receiversPerCore = 4
+
 // okBody is the answer to a heartbeat request that succeeded.
 var okBody = mustJSON(api.OK{OK: true})
 
@@ -54,10 +90,17 @@ func mustJSON(v any) []byte {
 // HeartbeatSubscriber takes heartbeats from discoverd.heartbeat.* and hands
 // them to a HeartbeatHandler. See SubscribeHeartbeats.
 type HeartbeatSubscriber struct {
-	nc   *nats.Conn
-	h    HeartbeatHandler
-	log  zerolog.Logger
-	subs []*nats.Subscription
+	nc    *nats.Conn
+	h     HeartbeatHandler
+	quick QuickHeartbeatHandler // h, if it is one
+	log   zerolog.Logger
+	subs  []*nats.Subscription
+
+	// slow carries the heartbeats the receivers do not take at once to the
+	// workers; stop ends the workers once the subscriptions are drained.
+	slow    chan slowHeartbeat
+	stop    chan struct{}
+	workers sync.WaitGroup
 
 	// ctx is the parent of every handler call; Close cancels it.
 	ctx    context.Context
@@ -71,14 +114,21 @@ type HeartbeatSubscriber struct {
 }
 
 // SubscribeHeartbeats subscribes to the heartbeats of every service on nc
-// with workers subscriptions in the queue group queue, and hands each
-// heartbeat to h.
+// in the queue group queue, and hands each heartbeat to h, with up to
+// workers calls of h.Heartbeat at a time.
 //
 // Within one queue group the server delivers each message once, to one of
-// its subscriptions, so a node processes each heartbeat once, in parallel
-// across its workers (each subscription has its own goroutine). Every node
+// its subscriptions, so a node processes each heartbeat once. Every node
 // subscribing with its own queue name (e.g. its address) still hears every
 // heartbeat, across routes and leafnodes.
+//
+// The node receives on one subscription per four cores (at least one),
+// each with a goroutine of its own. When h is a QuickHeartbeatHandler, the
+// receiving goroutine offers it each heartbeat first, and only those it does
+// not take at once (a registration, a node out of step) go on to the
+// workers; otherwise every heartbeat goes to the workers. The workers call
+// h.Heartbeat, which may wait (a Raft write, a forward to the leader),
+// without holding up the heartbeats behind it.
 //
 // Per message: the service is the subject's last token (checked with
 // api.ValidateServiceName), the payload is the JSON of an api.Instance
@@ -92,11 +142,13 @@ type HeartbeatSubscriber struct {
 // dropped; it never stops the subscriber.
 //
 // Flow: heartbeats queue in nc's subscriptions (pending limits shared by the
-// workers: 4 Mi messages, 1 GiB) before the handler takes them; beyond that
-// nats.go drops them (Dropped). Before they reach nc, the server queues them
-// for the connection and drops them past 48 MiB queued rather than slow the
-// services down (see ServerConfig). Either happens only when the handler
-// falls far behind the rate of heartbeats.
+// receivers: 4 Mi messages, 1 GiB) before the handler takes them; beyond
+// that nats.go drops them (Dropped). Heartbeats for the workers queue in a
+// channel of 4096 first; when it is full, the receivers wait. Before they
+// reach nc, the server queues them for the connection and drops them past
+// 48 MiB queued rather than slow the services down (see ServerConfig).
+// Either happens only when the handler falls far behind the rate of
+// heartbeats.
 //
 // It flushes nc before returning, so the server has the subscriptions when
 // it returns.
@@ -108,7 +160,7 @@ func SubscribeHeartbeats(nc *nats.Conn, queue string, workers int, h HeartbeatHa
 		return nil, errors.New("bus: SubscribeHeartbeats: nil handler")
 	}
 	if queue == "" {
-		// Without a queue group each worker would get every heartbeat.
+		// Without a queue group each receiver would get every heartbeat.
 		return nil, errors.New("bus: SubscribeHeartbeats: empty queue name")
 	}
 	if workers < 1 {
@@ -121,34 +173,72 @@ func SubscribeHeartbeats(nc *nats.Conn, queue string, workers int, h HeartbeatHa
 		log:    log.With().Str("component", "heartbeats").Logger(),
 		ctx:    ctx,
 		cancel: cancel,
+		slow:   make(chan slowHeartbeat, slowQueue),
+		stop:   make(chan struct{}),
 	}
-	msgs := max(heartbeatPendingMsgs/workers, minWorkerPendingMsgs)
-	bytes := max(heartbeatPendingBytes/workers, minWorkerPendingBytes)
+	hs.quick, _ = h.(QuickHeartbeatHandler)
+	hs.workers.Add(workers)
 	for range workers {
-		sub, err := nc.QueueSubscribe(HeartbeatWildcard, queue, hs.handle)
+		go hs.work()
+	}
+	fail := func(err error) (*HeartbeatSubscriber, error) {
+		hs.unsubscribe()
+		close(hs.stop)
+		cancel()
+		return nil, err
+	}
+	receivers := max(1, runtime.GOMAXPROCS(0)/receiversPerCore)
+	msgs := max(heartbeatPendingMsgs/receivers, minWorkerPendingMsgs)
+	bytes := max(heartbeatPendingBytes/receivers, minWorkerPendingBytes)
+	for range receivers {
+		// Each receiver decodes into an instance of its own, reused for
+		// every heartbeat the quick path takes.
+		r := newReceiver(hs)
+		sub, err := nc.QueueSubscribe(HeartbeatWildcard, queue, r.handle)
 		if err == nil {
 			hs.subs = append(hs.subs, sub)
 			err = sub.SetPendingLimits(msgs, bytes)
 		}
 		if err != nil {
-			hs.unsubscribe()
-			cancel()
-			return nil, err
+			return fail(err)
 		}
 	}
 	if err := nc.FlushTimeout(5 * time.Second); err != nil {
-		hs.unsubscribe()
-		cancel()
-		return nil, err
+		return fail(err)
 	}
 	return hs, nil
 }
 
+// slowHeartbeat is a decoded heartbeat on its way to a worker.
+type slowHeartbeat struct {
+	service string
+	inst    *api.Instance
+	reply   string
+}
+
+// receiver is the state of one receiving subscription, used by its own
+// goroutine only.
+type receiver struct {
+	hs      *HeartbeatSubscriber
+	scratch api.Instance
+	raw     rawHeartbeat
+	// sameRaw is raw.sameAs, bound once so that passing it allocates nothing.
+	sameRaw func(*api.Instance) bool
+}
+
+func newReceiver(hs *HeartbeatSubscriber) *receiver {
+	r := &receiver{hs: hs}
+	r.sameRaw = r.raw.sameAs
+	return r
+}
+
 // handle processes one heartbeat message. It is the hottest path of
-// discoverd: no fmt, and no allocation beyond the instance itself (its
-// strings share one copy of the payload, see api.DecodeInstance), its meta map,
-// the call's context (see callContext) and, on failure, the answer.
-func (hs *HeartbeatSubscriber) handle(msg *nats.Msg) {
+// discoverd: no fmt, and for a heartbeat of an instance registered
+// unchanged in its plain JSON form no goroutine switch, no decoding and no
+// allocation (see rawHeartbeat). Otherwise the instance is decoded (its
+// strings share one copy of the payload, see api.DecodeInstance).
+func (r *receiver) handle(msg *nats.Msg) {
+	hs := r.hs
 	hs.received.Add(1)
 	subj := msg.Subject
 	if len(subj) <= len(HeartbeatPrefix) || subj[:len(HeartbeatPrefix)] != HeartbeatPrefix {
@@ -160,7 +250,18 @@ func (hs *HeartbeatSubscriber) handle(msg *nats.Msg) {
 		hs.reject(msg, err)
 		return
 	}
-	inst := new(api.Instance)
+	if hs.quick != nil && r.raw.scan(msg.Data) {
+		taken, err := hs.quick.QuickHeartbeatUnchanged(service, r.raw.idString(), r.sameRaw)
+		r.raw.data = nil
+		if taken {
+			hs.answerRaw(service, msg.Reply, err)
+			return
+		}
+	}
+	// The decoder sets only the fields the message has: none may be left
+	// over from the last message, whatever became of it.
+	inst := &r.scratch
+	*inst = api.Instance{}
 	if err := api.DecodeInstance(msg.Data, inst); err != nil {
 		hs.reject(msg, api.Errorf(api.CodeValidation, "malformed instance JSON: %v", err))
 		return
@@ -169,12 +270,67 @@ func (hs *HeartbeatSubscriber) handle(msg *nats.Msg) {
 		hs.reject(msg, err)
 		return
 	}
+	if hs.quick != nil {
+		if taken, err := hs.quick.QuickHeartbeat(service, inst); taken {
+			hs.answer(service, inst, msg.Reply, err)
+			// Nothing of the message may stay alive in the scratch instance.
+			*inst = api.Instance{}
+			return
+		}
+	}
+	// The worker's handler may keep the instance: it gets one of its own.
+	own := new(api.Instance)
+	*own = *inst
+	*inst = api.Instance{}
+	select {
+	case hs.slow <- slowHeartbeat{service: service, inst: own, reply: msg.Reply}:
+	case <-hs.stop:
+		// Only after a drain that timed out: the workers are gone.
+	}
+}
+
+// work runs h.Heartbeat for the heartbeats the receivers hand over, until
+// stop, then finishes those still queued.
+func (hs *HeartbeatSubscriber) work() {
+	defer hs.workers.Done()
+	for {
+		select {
+		case hb := <-hs.slow:
+			hs.call(hb)
+		case <-hs.stop:
+			for {
+				select {
+				case hb := <-hs.slow:
+					hs.call(hb)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (hs *HeartbeatSubscriber) call(hb slowHeartbeat) {
 	ctx := newCallContext(hs.ctx, HeartbeatTimeout)
-	_, err := hs.h.Heartbeat(ctx, service, inst)
+	_, err := hs.h.Heartbeat(ctx, hb.service, hb.inst)
 	ctx.release()
-	if err == ErrNoReply {
+	hs.answer(hb.service, hb.inst, hb.reply, err)
+}
+
+// answerRaw is answer for a heartbeat taken without decoding it.
+func (hs *HeartbeatSubscriber) answerRaw(service, reply string, err error) {
+	if err == nil {
+		if reply != "" {
+			hs.respond(reply, okBody)
+		}
 		return
 	}
+	hs.answer(service, &api.Instance{}, reply, err)
+}
+
+// answer counts, logs and answers (when asked to) the outcome err of a
+// heartbeat. inst is only read for the log.
+func (hs *HeartbeatSubscriber) answer(service string, inst *api.Instance, reply string, err error) {
 	if err != nil {
 		if err == ErrNoReply || errors.Is(err, ErrNoReply) {
 			return
@@ -183,13 +339,13 @@ func (hs *HeartbeatSubscriber) handle(msg *nats.Msg) {
 		if e := hs.log.Debug(); e.Enabled() {
 			e.Err(err).Str("service", service).Str("instance", inst.ID).Msg("heartbeat failed")
 		}
-		if msg.Reply != "" {
-			hs.respond(msg.Reply, mustJSONError(err))
+		if reply != "" {
+			hs.respond(reply, mustJSONError(err))
 		}
 		return
 	}
-	if msg.Reply != "" {
-		hs.respond(msg.Reply, okBody)
+	if reply != "" {
+		hs.respond(reply, okBody)
 	}
 }
 
@@ -250,19 +406,33 @@ func (hs *HeartbeatSubscriber) Dropped() uint64 {
 }
 
 // Close stops the subscriber: it drains its subscriptions (no new message
-// is taken; those already queued are processed), waiting up to 10 s, then
-// cancels the context of handler calls still running. It does not close the
-// connection. Close is idempotent.
+// is taken; those already queued are processed, by the workers too), waiting
+// up to 10 s in all, then cancels the context of handler calls still
+// running. It does not close the connection. Close is idempotent.
 func (hs *HeartbeatSubscriber) Close() error {
 	var err error
 	hs.closeOnce.Do(func() {
-		err = hs.drain()
+		timer := time.NewTimer(drainTimeout)
+		defer timer.Stop()
+		err = hs.drain(timer.C)
+		if err != nil {
+			// Out of time already: calls still running are not waited for.
+			hs.cancel()
+		}
+		close(hs.stop)
+		done := make(chan struct{})
+		go func() { hs.workers.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-timer.C:
+			err = errors.Join(err, errors.New("bus: heartbeat subscriber: workers did not finish in time"))
+		}
 		hs.cancel()
 	})
 	return err
 }
 
-func (hs *HeartbeatSubscriber) drain() error {
+func (hs *HeartbeatSubscriber) drain(timeout <-chan time.Time) error {
 	var errs []error
 	closed := make([]<-chan nats.SubStatus, 0, len(hs.subs))
 	for _, sub := range hs.subs {
@@ -275,12 +445,10 @@ func (hs *HeartbeatSubscriber) drain() error {
 		}
 		closed = append(closed, ch)
 	}
-	timer := time.NewTimer(drainTimeout)
-	defer timer.Stop()
 	for _, ch := range closed {
 		select {
 		case <-ch:
-		case <-timer.C:
+		case <-timeout:
 			hs.unsubscribe()
 			return errors.Join(append(errs, errors.New("bus: heartbeat subscriber: drain timed out"))...)
 		}

@@ -2,11 +2,13 @@ package node
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 )
 
 func hbServices(t *heartbeatTable) int {
@@ -177,4 +179,32 @@ func BenchmarkHeartbeatTouch(b *testing.B) {
 			i += 7919
 		}
 	})
+}
+
+// BenchmarkHeartbeatTableMemory reports the heap bytes the table takes per
+// instance of one service of b.N instances (b.N from -benchtime, e.g.
+// -benchtime=1000000x), its ids excluded: they are the state machine's
+// strings, which the table shares.
+func BenchmarkHeartbeatTableMemory(b *testing.B) {
+	ids := make([]string, b.N)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("i-%08d", i)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	tbl := newHeartbeatTable()
+	now := time.Now().UnixNano()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		tbl.touch(hbKey{"svc", ids[i]}, now)
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if n := tbl.len(); n != b.N {
+		b.Fatalf("table holds %d, want %d", n, b.N)
+	}
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(b.N), "B/instance")
+	runtime.KeepAlive(ids)
 }

@@ -35,6 +35,57 @@ func (b busHeartbeats) Heartbeat(ctx context.Context, service string, inst *api.
 	return nil, bus.ErrNoReply
 }
 
+// QuickHeartbeat takes, on the subscriber's receiving goroutine, a heartbeat
+// of an instance already registered unchanged: it records the time and, on
+// the leader, answers. Whatever may wait or write (a registration, a leader
+// out of step) it leaves to Heartbeat on a worker. It does what Heartbeat
+// does for such a heartbeat, without the context and the goroutine switch.
+// A follower drops the heartbeat of an instance it does not know, as
+// Heartbeat does.
+func (b busHeartbeats) QuickHeartbeat(service string, inst *api.Instance) (bool, error) {
+	taken, err := b.quick(service, inst.ID, inst.SameRegistration)
+	if !taken && b.follows() {
+		return true, bus.ErrNoReply
+	}
+	return taken, err
+}
+
+// QuickHeartbeatUnchanged is QuickHeartbeat before the heartbeat is decoded:
+// same compares it with the registered instance.
+func (b busHeartbeats) QuickHeartbeatUnchanged(service, id string, same func(*api.Instance) bool) (bool, error) {
+	return b.quick(service, id, same)
+}
+
+// quick records the heartbeat of instance id of service if it is registered
+// and same says the heartbeat carries its registration.
+func (b busHeartbeats) quick(service, id string, same func(*api.Instance) bool) (bool, error) {
+	v := b.n.v.Load()
+	if v == nil {
+		return true, bus.ErrNoReply
+	}
+	leader := v.isLeader()
+	// A leader is in contact with itself; out of step, Heartbeat says why.
+	if leader && v.inStepErr() != nil {
+		return false, nil
+	}
+	name, stored, err := v.fsm.Lookup(service, id)
+	if err != nil || stored == nil || !same(stored) {
+		return false, nil
+	}
+	// The state machine's strings: the table keeps none of the message's.
+	b.n.heartbeats.touch(hbKey{name, stored.ID}, nowNanos())
+	if !leader {
+		return true, bus.ErrNoReply
+	}
+	return true, nil
+}
+
+// follows reports whether this node is a voter that does not lead.
+func (b busHeartbeats) follows() bool {
+	v := b.n.v.Load()
+	return v != nil && !v.isLeader()
+}
+
 // subscribeHeartbeats starts the voter's NATS heartbeat feed.
 func (n *Node) subscribeHeartbeats(v *voter) {
 	if n.nc == nil {

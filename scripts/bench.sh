@@ -50,6 +50,11 @@
 #                     fanout)
 #   BENCH_IDLE        seconds the fresh 3-voter cluster is left idle while
 #                     its CPU is measured, before phase 3 (default 20, 0: skip)
+#   BENCH_ETCD        auto (default): after the cluster, run the etcd phase
+#                     when the etcd binary is installed (Debian: etcd-server);
+#                     1: run it, failing without etcd; 0: skip it
+#   BENCH_ETCD_CLIENT_PORT first etcd client port (default 17341: 17341-17343)
+#   BENCH_ETCD_PEER_PORT   first etcd peer port (default 17351: 17351-17353)
 #   GO                the go command (default go)
 # A full run takes about three minutes on a 2-core machine: under two for
 # the single voter, under a minute and a half for the cluster.
@@ -410,7 +415,64 @@ if [[ "$CLUSTER" == 1 ]]; then
 	stop_servers
 fi
 
-if [[ "$SINGLE" == 0 && "$CLUSTER" == 0 ]]; then
+# etcd phase: a 3-member etcd on loopback, measured with the load of the
+# cluster's register (same concurrency and duration): a lease grant + put per
+# registration, over etcd's JSON gateway. Only etcd runs meanwhile.
+ETCD=${BENCH_ETCD:-auto}
+ETCD_CLIENT_PORT=${BENCH_ETCD_CLIENT_PORT:-17341}
+ETCD_PEER_PORT=${BENCH_ETCD_PEER_PORT:-17351}
+case "$ETCD" in
+auto) if command -v etcd >/dev/null 2>&1; then ETCD=1; else ETCD=0; fi ;;
+0 | 1) ;;
+*)
+	echo "BENCH_ETCD=$ETCD: want auto, 0 or 1" >&2
+	exit 2
+	;;
+esac
+if [[ "$ETCD" == 1 ]]; then
+	command -v etcd >/dev/null 2>&1 || { echo "BENCH_ETCD=1 but no etcd binary (Debian: apt-get install etcd-server)" >&2; exit 1; }
+	echo
+	echo "== etcd $(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p'), 3 members on 127.0.0.1:$ETCD_CLIENT_PORT-$((ETCD_CLIENT_PORT + 2)), --duration $CLUSTER_DURATION =="
+	load=$(loadavg)
+	etcd_clients=() etcd_peers=() etcd_initial=""
+	for ((i = 0; i < 3; i++)); do
+		etcd_clients+=("http://127.0.0.1:$((ETCD_CLIENT_PORT + i))")
+		etcd_peers+=("http://127.0.0.1:$((ETCD_PEER_PORT + i))")
+		etcd_initial+="${etcd_initial:+,}e$i=${etcd_peers[$i]}"
+		check_ports BENCH_ETCD_CLIENT_PORT "$((ETCD_CLIENT_PORT + i))"
+		check_ports BENCH_ETCD_PEER_PORT "$((ETCD_PEER_PORT + i))"
+	done
+	addrs=()
+	for ((i = 0; i < 3; i++)); do
+		mkdir -p "$tmp/etcd/e$i"
+		etcd --name "e$i" --data-dir "$tmp/etcd/e$i" --logger zap --log-level warn \
+			--listen-client-urls "${etcd_clients[$i]}" --advertise-client-urls "${etcd_clients[$i]}" \
+			--listen-peer-urls "${etcd_peers[$i]}" --initial-advertise-peer-urls "${etcd_peers[$i]}" \
+			--initial-cluster "$etcd_initial" --initial-cluster-state new \
+			--initial-cluster-token discoverd-bench >"$tmp/etcd/e$i.log" 2>&1 &
+		pids+=("$!")
+		logs+=("$tmp/etcd/e$i.log")
+		addrs+=("${etcd_clients[$i]#http://}")
+	done
+	leader=-1
+	etcd_up=0
+	for _ in $(seq $((START_TIMEOUT * 10))); do
+		if curl -fsS --max-time 2 "${etcd_clients[0]}/health" 2>/dev/null | grep -q '"health":"true"'; then
+			etcd_up=1
+			break
+		fi
+		check_alive
+		sleep 0.1
+	done
+	[[ "$etcd_up" == 1 ]] || fail "etcd was not healthy within ${START_TIMEOUT}s"
+	mark_logs
+	bench etcd --etcd "$(IFS=,; echo "${etcd_clients[*]}")" --duration "$CLUSTER_DURATION" \
+		--ttl 60s etcd-register || status=1
+	phase_footer "$load"
+	stop_servers
+fi
+
+if [[ "$SINGLE" == 0 && "$CLUSTER" == 0 && "$ETCD" == 0 ]]; then
 	echo "BENCH_SINGLE=0 and BENCH_CLUSTER=0: nothing to run" >&2
 	status=2
 fi

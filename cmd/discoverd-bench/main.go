@@ -92,10 +92,12 @@ type config struct {
 	keepServices   bool
 	render         string
 	// https, token and ca: a secured server set for heartbeat-https.
-	https       []string
-	token       string
-	ca          string
-	dnsAddr     string
+	https   []string
+	token   string
+	ca      string
+	dnsAddr string
+	// etcd: the client URLs of an etcd cluster, for etcd-register.
+	etcd        []string
 	dnsDomain   string
 	showVersion bool
 }
@@ -128,6 +130,7 @@ var workloads = []workload{
 	{"fanout-sse-h2", "leader change seen by --subscribers SSE streams over h2c (HTTP/2)", runFanoutSSEH2},
 	{"fanout-nats", "leader change seen by --subscribers NATS subscribers", runFanoutNATS},
 	{"detect", "last heartbeat -> down event, minus --ttl", runDetect},
+	{"etcd-register", "a lease grant + put per registration against the --etcd endpoints (etcd's JSON gateway), as register does against discoverd", runEtcdRegister},
 	{"dns", "DNS queries/s over UDP (A and SRV of 100 instances, a leader name) against --dns and a plain miekg/dns server", runDNS},
 }
 
@@ -192,6 +195,8 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	fs.StringVar(&cfg.token, "token", "", "bearer token for the --https servers")
 	fs.StringVar(&cfg.ca, "ca", "", "PEM CA of the --https servers")
 	fs.StringVar(&cfg.dnsAddr, "dns", "", "the server's DNS address (host:port, its --dns-addr); the dns workload is skipped without one")
+	var etcdList string
+	fs.StringVar(&etcdList, "etcd", "", "comma list of etcd client URLs (http://host:port) for etcd-register")
 	fs.StringVar(&cfg.dnsDomain, "dns-domain", "discoverd.", "the server's --dns-domain")
 	fs.BoolVar(&cfg.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&cfg.render, "render", "", "print the table of a --json output `file` and exit (no workloads run)")
@@ -205,6 +210,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	cfg.http = splitList(httpList)
 	cfg.https = splitList(httpsList)
 	cfg.nats = splitList(natsList)
+	cfg.etcd = splitList(etcdList)
 	if len(cfg.http) == 0 {
 		return nil, nil, errors.New("--http: at least one server URL is needed")
 	}
@@ -305,11 +311,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	defer b.close()
-	if cfg.wait > 0 {
+	switch {
+	case allStandalone(names):
+		// No discoverd server to wait for.
+	case cfg.wait > 0:
 		b.progress.start("ready")
 		err = b.awaitReady(ctx)
 		b.progress.stop()
-	} else {
+	default:
 		err = b.ping(ctx)
 	}
 	if err != nil {
@@ -323,7 +332,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		wl := findWorkload(name)
 		var rows []Result
-		if i > 0 && cfg.wait > 0 {
+		if i > 0 && cfg.wait > 0 && !standaloneWorkloads[name] {
 			// A workload that loaded the servers hard may have cost them
 			// their Raft leader for a while (on a busy host, an election);
 			// the next one starts on a settled cluster, as the first did.
