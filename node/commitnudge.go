@@ -31,6 +31,9 @@ type commitNudge struct {
 	// raft is set once Raft is started; Apply runs only after that, but the
 	// state machine is made before Raft is.
 	raft atomic.Pointer[raft.Raft]
+	// multiVoter is the node's: a single voter has no follower to tell,
+	// and a barrier would cost it a disk write for nothing.
+	multiVoter *atomic.Bool
 	// dirty: entries were applied since the last barrier was issued.
 	dirty atomic.Bool
 	// wake takes one signal that dirty was set.
@@ -44,14 +47,14 @@ type commitNudge struct {
 // follower then learns the commit index at the next CommitTimeout).
 const nudgeEnqueueTimeout = 5 * time.Second
 
-func newCommitNudge() *commitNudge {
-	return &commitNudge{wake: make(chan struct{}, 1)}
+func newCommitNudge(multiVoter *atomic.Bool) *commitNudge {
+	return &commitNudge{wake: make(chan struct{}, 1), multiVoter: multiVoter}
 }
 
 // applied is called by the state machine after each entry it applied. On a
-// follower it costs two atomic loads; on the leader a signal per batch.
+// follower it costs a few atomic loads; on the leader a signal per batch.
 func (c *commitNudge) applied() {
-	if c.dirty.Load() {
+	if c.dirty.Load() || !c.multiVoter.Load() {
 		return
 	}
 	r := c.raft.Load()
