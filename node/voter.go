@@ -388,6 +388,13 @@ func (v *voter) awaitBarrier() bool {
 			// The node is stopping: nothing to wait for, nothing to warn of.
 			return false
 		}
+		select {
+		case <-v.stopping:
+			// Stopped while the barrier was in flight: Raft's shutdown
+			// fails it as leadership lost, which is no news either.
+			return false
+		default:
+		}
 		v.n.log.Warn().Err(err).Msg("waiting for the log to be applied after election")
 		select {
 		case <-v.stopping:
