@@ -77,6 +77,7 @@ func (r *raftFSM) Apply(l *raft.Log) any {
 	}
 	res := r.FSM.Apply(l)
 	r.waiters.applied(r.FSM.AppliedIndex())
+	r.nudge.applied()
 	return res
 }
 

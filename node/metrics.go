@@ -34,6 +34,8 @@ var (
 		"Index of the last Raft entry this voter knows to be committed.", nil, nil)
 	descRaftApplied = prometheus.NewDesc("discoverd_raft_applied_index",
 		"Index of the last Raft entry applied to this voter's registry (the Discoverd-Index it answers with).", nil, nil)
+	descCommitNudges = prometheus.NewDesc("discoverd_raft_commit_nudges_total",
+		"Raft barriers this voter issued as leader to tell followers the commit index of entries it had just applied, since it last became a voter; none while nothing is written.", nil, nil)
 	descServices = prometheus.NewDesc("discoverd_services",
 		"Services in this voter's registry.", nil, nil)
 	descInstances = prometheus.NewDesc("discoverd_instances",
@@ -71,7 +73,7 @@ var (
 )
 
 var metricDescs = []*prometheus.Desc{
-	descBuildInfo, descCommandsApplied, descClusterCommandMax, descVoter, descRaftLeader, descRaftVoters, descRaftTerm, descRaftCommit, descRaftApplied,
+	descBuildInfo, descCommandsApplied, descClusterCommandMax, descVoter, descRaftLeader, descRaftVoters, descRaftTerm, descRaftCommit, descRaftApplied, descCommitNudges,
 	descServices, descInstances, descHeartbeatEntries, descHeartbeatFeed, descExpired,
 	descStreams, descStreamsSlow, descFanout, descAcceptRefused,
 	descNATSRoutes, descNATSLeafnodes, descNATSSlow, descNATSRefused,
@@ -139,6 +141,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descRaftTerm, float64(v.raft.CurrentTerm()))
 		gauge(descRaftCommit, float64(v.raft.CommitIndex()))
 		gauge(descRaftApplied, float64(v.fsm.AppliedIndex()))
+		counter(descCommitNudges, v.nudge.issued.Load())
 		services, instances := v.fsm.Size()
 		gauge(descServices, float64(services))
 		gauge(descInstances, float64(instances))

@@ -66,7 +66,7 @@ func TestMetricsFollowPrometheusConventions(t *testing.T) {
 	}
 	for _, name := range []string{
 		"discoverd_build_info", "discoverd_raft_commands_applied_total", "discoverd_cluster_max_command_type", "discoverd_voter", "discoverd_raft_leader", "discoverd_raft_voters",
-		"discoverd_raft_term", "discoverd_raft_commit_index", "discoverd_raft_applied_index",
+		"discoverd_raft_term", "discoverd_raft_commit_index", "discoverd_raft_applied_index", "discoverd_raft_commit_nudges_total",
 		"discoverd_services", "discoverd_instances",
 		"discoverd_heartbeat_table_entries", "discoverd_heartbeat_feed_connected",
 		"discoverd_expired_instances_total",

@@ -43,6 +43,12 @@ type Config struct {
 	// RaftHeartbeatTimeout sets the Raft heartbeat and election timeouts; zero
 	// picks 100ms for a single voter and 500ms for a cluster.
 	RaftHeartbeatTimeout time.Duration
+	// RaftCommitTimeout is Raft's CommitTimeout: how long the leader waits
+	// without new entries before it tells followers the commit index
+	// anyway. Followers normally learn it at once from the commit nudge, so
+	// this is a fallback; zero means 50ms (Raft's default). Tests set it
+	// very long to show that the nudge alone carries the commit index.
+	RaftCommitTimeout time.Duration
 
 	// LeaderWait is how long a request that needs the Raft leader waits for
 	// one while none is known (start-up, an election) before it fails with
@@ -125,6 +131,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ExpiryCheckInterval <= 0 {
 		c.ExpiryCheckInterval = time.Second
+	}
+	if c.RaftCommitTimeout <= 0 {
+		c.RaftCommitTimeout = 50 * time.Millisecond
 	}
 	if c.RaftHeartbeatTimeout <= 0 {
 		if len(c.Peers) > 1 {

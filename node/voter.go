@@ -29,6 +29,7 @@ type voter struct {
 	store     *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
 	stream    *chanListener
+	nudge     *commitNudge
 
 	// leaderSince is when this node last became Raft leader (Unix nanos), 0
 	// when it is not leader.
@@ -67,6 +68,7 @@ type raftFSM struct {
 	stopping  <-chan struct{}
 	onUnknown func(t fsm.CommandType, index uint64)
 	waiters   appliedWaiters
+	nudge     *commitNudge
 }
 
 // Snapshot refuses once the node stopped applying: its state no longer
@@ -99,7 +101,8 @@ const raftDBFile = "raft.db"
 func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 	cfg := n.cfg
 	v := &voter{n: n, stopping: make(chan struct{}), started: time.Now()}
-	rv := &raftFSM{heartbeats: n.heartbeats, maxType: cfg.MaxCommandType, stopping: v.stopping}
+	v.nudge = newCommitNudge(&n.multiVoter)
+	rv := &raftFSM{heartbeats: n.heartbeats, maxType: cfg.MaxCommandType, stopping: v.stopping, nudge: v.nudge}
 	rv.onUnknown = func(t fsm.CommandType, index uint64) { n.stopFatally(n.unknownCommand(t, index)) }
 	v.raftFSM = rv
 	v.fsm = fsm.New(func(events []api.Event) { n.onEvents(events, rv.restoring) })
@@ -119,7 +122,11 @@ func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 	// A partitioned leader still steps down before the others can have
 	// elected a new one (their election timeout is at least this long).
 	rc.LeaderLeaseTimeout = cfg.RaftHeartbeatTimeout
-	rc.CommitTimeout = 5 * time.Millisecond
+	// Followers learn the commit index of new entries from the commit
+	// nudge (commitnudge.go) right after the leader applies them, so the
+	// CommitTimeout timer only matters when a nudge is lost (a leader
+	// change); a short one woke every voter every few ms while idle.
+	rc.CommitTimeout = cfg.RaftCommitTimeout
 	// Concurrent registrations share one disk write: the leader loop takes
 	// every apply that is waiting, up to MaxAppendEntries. (BatchApplyCh is
 	// left off: applies buffered in it are never answered if Raft shuts down.)
@@ -175,6 +182,7 @@ func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 		return nil, fmt.Errorf("starting raft: %w", err)
 	}
 	v.raft = r
+	v.nudge.raft.Store(r)
 	switch {
 	case existing:
 		n.log.Info().Str("data_dir", cfg.DataDir).Msg("recovering raft state from the data dir")
@@ -195,7 +203,13 @@ func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 	default:
 		n.log.Info().Msg("raft started without a configuration; waiting to be added by the leader")
 	}
-	v.wg.Add(3)
+	v.wg.Add(4)
+	go func() {
+		defer v.wg.Done()
+		v.nudge.run(v.stopping, func(err error) {
+			n.log.Debug().Err(err).Msg("raft commit nudge")
+		})
+	}()
 	go v.watchLeadership()
 	go v.runExpirer()
 	go v.awaitReady()
@@ -373,6 +387,13 @@ func (v *voter) awaitBarrier() bool {
 		if errors.Is(err, raft.ErrRaftShutdown) {
 			// The node is stopping: nothing to wait for, nothing to warn of.
 			return false
+		}
+		select {
+		case <-v.stopping:
+			// Stopped while the barrier was in flight: Raft's shutdown
+			// fails it as leadership lost, which is no news either.
+			return false
+		default:
 		}
 		v.n.log.Warn().Err(err).Msg("waiting for the log to be applied after election")
 		select {

@@ -55,6 +55,10 @@
 #                     1: run it, failing without etcd; 0: skip it
 #   BENCH_ETCD_CLIENT_PORT first etcd client port (default 17341: 17341-17343)
 #   BENCH_ETCD_PEER_PORT   first etcd peer port (default 17351: 17351-17353)
+#   BENCH_CLUSTER_BEFORE  path to another discoverd binary (say, main built
+#                     into a temp dir): phase 3, idle CPU included, runs
+#                     first with it ("before"), then with this tree's, so
+#                     that a change is compared within one run
 #   GO                the go command (default go)
 # A full run takes about three minutes on a 2-core machine: under two for
 # the single voter, under a minute and a half for the cluster.
@@ -75,6 +79,9 @@ CLUSTER_NATS_PORT=${BENCH_CLUSTER_NATS_PORT:-17321}
 CLUSTER_ROUTE_PORT=${BENCH_CLUSTER_ROUTE_PORT:-17331}
 CLUSTER_WORKLOADS=${BENCH_CLUSTER_WORKLOADS:-memory heartbeat-http heartbeat-nats heartbeat-nats-req register event-latency fanout}
 IDLE=${BENCH_IDLE:-20}
+CLUSTER_BEFORE=${BENCH_CLUSTER_BEFORE:-}
+# server: the discoverd binary start_node runs.
+server=bin/discoverd
 VOTERS=3
 DETECT_TTL=2s
 CHECK_INTERVAL=1s
@@ -185,7 +192,7 @@ check_ports() {
 start_node() {
 	local log=$1
 	shift
-	bin/discoverd --log-level warn --log-format json "$@" >"$log" 2>&1 &
+	"$server" --log-level warn --log-format json "$@" >"$log" 2>&1 &
 	pids+=("$!")
 	logs+=("$log")
 }
@@ -387,22 +394,36 @@ if [[ "$SINGLE" == 1 ]]; then
 	stop_servers
 fi
 
-if [[ "$CLUSTER" == 1 ]]; then
+# cluster_phase NAME TITLE: phase 3, the idle CPU and the workloads of a
+# fresh 3-voter cluster run by $server.
+cluster_phase() {
+	local name=$1 title=$2
 	echo
-	echo "== 3 voters on 127.0.0.1:$CLUSTER_HTTP_PORT-$((CLUSTER_HTTP_PORT + VOTERS - 1)) (NATS :$CLUSTER_NATS_PORT-$((CLUSTER_NATS_PORT + VOTERS - 1))), --instance-ttl 60s, --duration $CLUSTER_DURATION =="
+	echo "== 3 voters$title on 127.0.0.1:$CLUSTER_HTTP_PORT-$((CLUSTER_HTTP_PORT + VOTERS - 1)) (NATS :$CLUSTER_NATS_PORT-$((CLUSTER_NATS_PORT + VOTERS - 1))), --instance-ttl 60s, --duration $CLUSTER_DURATION =="
 	load=$(loadavg)
-	start_cluster cluster 60s
+	start_cluster "$name" 60s
 	echo "  (leader ${addrs[$leader]}; memory is its RSS)"
 	if [[ "$IDLE" != 0 ]]; then
 		idle_cpu "$IDLE"
 	fi
 	# One NATS connection per server for the NATS heartbeat workloads.
 	# shellcheck disable=SC2086
-	bench cluster --http "$cluster_http" --nats "$cluster_nats" --duration "$CLUSTER_DURATION" \
+	bench "$name" --http "$cluster_http" --nats "$cluster_nats" --duration "$CLUSTER_DURATION" \
 		--wait "${START_TIMEOUT}s" --nats-conns "$VOTERS" --ttl 60s --pid "${pids[$leader]}" \
 		${BENCH_CLUSTER_ARGS:-} $CLUSTER_WORKLOADS || status=1
 	phase_footer "$load"
 	stop_servers
+}
+
+if [[ "$CLUSTER" == 1 ]]; then
+	if [[ -n "$CLUSTER_BEFORE" ]]; then
+		server=$CLUSTER_BEFORE
+		cluster_phase cluster-before ", before: $CLUSTER_BEFORE"
+		server=bin/discoverd
+		cluster_phase cluster ", after: this tree"
+	else
+		cluster_phase cluster ""
+	fi
 
 	echo
 	echo "== 3 voters, --instance-ttl $DETECT_TTL --expiry-check-interval $CHECK_INTERVAL =="
