@@ -216,7 +216,7 @@ func TestCommandTypeNumbersAreFixed(t *testing.T) {
 	want := map[CommandType]uint8{
 		CmdAddService: 1, CmdRemoveService: 2, CmdSetServiceMeta: 3, CmdSetLeader: 4,
 		CmdAddInstance: 5, CmdRemoveInstance: 6, CmdExpireInstances: 7, CmdSetNode: 8, CmdRemoveNode: 9,
-		CmdAddInstanceCompact: 10,
+		CmdAddInstanceCompact: 10, CmdAddInstances: 11,
 	}
 	for c, n := range want {
 		if uint8(c) != n {
@@ -226,8 +226,8 @@ func TestCommandTypeNumbersAreFixed(t *testing.T) {
 			t.Errorf("%d has no name", n)
 		}
 	}
-	if CommandType(0).String() != "unknown" || CommandType(11).String() != "unknown" {
-		t.Errorf("types 0 and 11 should be unknown")
+	if CommandType(0).String() != "unknown" || CommandType(12).String() != "unknown" {
+		t.Errorf("types 0 and 12 should be unknown")
 	}
 	b := MustEncode(CmdRemoveNode, RemoveNode{Addr: "x:1"})
 	if b[0] != 9 || string(b[1:]) != `{"addr":"x:1"}` {
