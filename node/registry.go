@@ -57,12 +57,17 @@ func (n *Node) voter() (*voter, error) {
 }
 
 func (v *voter) applyLocal(ctx context.Context, cmd []byte) (*fsm.Result, error) {
-	timeout := defaultApplyTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-		if timeout <= 0 {
-			return nil, api.Errorf(api.CodeUnavailable, "request deadline passed before the write was sent")
-		}
+	if v.batchable(cmd) {
+		return v.batcher.apply(ctx, cmd)
+	}
+	return v.applyRaft(ctx, cmd)
+}
+
+// applyRaft writes cmd as its own entry.
+func (v *voter) applyRaft(ctx context.Context, cmd []byte) (*fsm.Result, error) {
+	timeout, err := applyTimeout(ctx)
+	if err != nil {
+		return nil, err
 	}
 	// The leader writes a command type only once every voter applies it
 	// (see upgrade.go); a follower of an older release may have sent the

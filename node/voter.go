@@ -29,6 +29,8 @@ type voter struct {
 	store     *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
 	stream    *chanListener
+	// batcher writes concurrent registrations as one entry (batch.go).
+	batcher registrationBatcher
 
 	// leaderSince is when this node last became Raft leader (Unix nanos), 0
 	// when it is not leader.
@@ -99,6 +101,7 @@ const raftDBFile = "raft.db"
 func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 	cfg := n.cfg
 	v := &voter{n: n, stopping: make(chan struct{}), started: time.Now()}
+	v.batcher.v = v
 	rv := &raftFSM{heartbeats: n.heartbeats, maxType: cfg.MaxCommandType, stopping: v.stopping}
 	rv.onUnknown = func(t fsm.CommandType, index uint64) { n.stopFatally(n.unknownCommand(t, index)) }
 	v.raftFSM = rv
