@@ -16,22 +16,19 @@ import (
 // entries; the batch also shares the per-entry costs (the log store's key
 // and encoding, the AppendEntries slot, the follower's store, the apply).
 //
-// No registration waits for a timer: the first one that finds fewer than
-// maxBatchesInFlight batches in flight is written at once, alone; whatever
-// arrives while batches are in flight is written next, together. Under
-// light load nothing changes; under heavy load the batches grow.
+// No registration waits for a timer. One goroutine hands the waiting
+// registrations to Raft as one entry; handing it over blocks while Raft's
+// leader loop is busy storing the entries before (raft.Apply waits for the
+// loop to take it), and whatever arrives meanwhile makes the next entry.
+// Under light load each registration is written at once, alone; under
+// heavy load the batches grow with the disk write they wait for. Entries
+// handed over are waited for apart, so that the log stays pipelined.
 //
 // Each registration keeps its own result: its own revision (the index of
 // a new instance), and its own error when it alone is rejected.
 
-const (
-	// maxBatchesInFlight is how many batch entries may be in Raft at once:
-	// two, so that the leader stores the next while the last is being
-	// replicated and applied.
-	maxBatchesInFlight = 2
-	// maxBatch bounds the registrations of one entry (a few hundred KB).
-	maxBatch = 1024
-)
+// maxBatch bounds the registrations of one entry (a few hundred KB).
+const maxBatch = 1024
 
 type registration struct {
 	cmd  []byte
@@ -41,10 +38,10 @@ type registration struct {
 }
 
 type registrationBatcher struct {
-	v        *voter
-	mu       sync.Mutex
-	pending  []*registration
-	inFlight int
+	v       *voter
+	mu      sync.Mutex
+	pending []*registration
+	running bool
 }
 
 // batchable reports whether cmd is a registration the leader may write in
@@ -60,14 +57,11 @@ func (b *registrationBatcher) apply(ctx context.Context, cmd []byte) (*fsm.Resul
 	r := &registration{cmd: cmd, done: make(chan struct{})}
 	b.mu.Lock()
 	b.pending = append(b.pending, r)
-	var batch []*registration
-	if b.inFlight < maxBatchesInFlight {
-		b.inFlight++
-		batch = b.take()
-	}
+	start := !b.running
+	b.running = true
 	b.mu.Unlock()
-	if batch != nil {
-		go b.run(batch)
+	if start {
+		go b.run()
 	}
 	select {
 	case <-r.done:
@@ -78,84 +72,76 @@ func (b *registrationBatcher) apply(ctx context.Context, cmd []byte) (*fsm.Resul
 	}
 }
 
-// take removes up to maxBatch waiting registrations; b.mu is held.
-func (b *registrationBatcher) take() []*registration {
-	n := min(len(b.pending), maxBatch)
-	batch := make([]*registration, n)
-	copy(batch, b.pending)
-	rest := copy(b.pending, b.pending[n:])
-	clear(b.pending[rest:])
-	b.pending = b.pending[:rest]
-	return batch
-}
-
-// run writes batch, then each batch that gathered meanwhile, until none is
-// waiting.
-func (b *registrationBatcher) run(batch []*registration) {
+// run hands the waiting registrations to Raft, an entry at a time, until
+// none is waiting.
+func (b *registrationBatcher) run() {
 	for {
-		b.write(batch)
 		b.mu.Lock()
 		if len(b.pending) == 0 {
-			b.inFlight--
+			b.running = false
 			b.mu.Unlock()
 			return
 		}
-		batch = b.take()
+		n := min(len(b.pending), maxBatch)
+		batch := make([]*registration, n)
+		copy(batch, b.pending)
+		rest := copy(b.pending, b.pending[n:])
+		clear(b.pending[rest:])
+		b.pending = b.pending[:rest]
 		b.mu.Unlock()
+		b.write(batch)
 	}
 }
 
-// write applies one batch and hands every registration its result.
+// write hands batch to Raft as one entry and, apart, answers each
+// registration from the entry's result.
 func (b *registrationBatcher) write(batch []*registration) {
-	defer func() {
+	// A cluster a voter of which does not apply batches (its announcement
+	// may have changed since the registration was queued) gets the entry
+	// of each registration itself.
+	if len(batch) > 1 && b.v.n.clusterCommandMax() < fsm.CmdAddInstances {
 		for _, r := range batch {
-			close(r.done)
+			b.write([]*registration{r})
 		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), defaultApplyTimeout)
-	defer cancel()
-	// One registration alone, or a cluster a voter of which does not apply
-	// batches (its announcement may have changed since the registration
-	// was queued): the entry of the registration itself.
-	if len(batch) == 1 || b.v.n.clusterCommandMax() < fsm.CmdAddInstances {
-		b.writeEach(ctx, batch)
 		return
 	}
-	cmds := make([][]byte, len(batch))
-	for i, r := range batch {
-		cmds[i] = r.cmd
+	entry := batch[0].cmd
+	if len(batch) > 1 {
+		cmds := make([][]byte, len(batch))
+		for i, r := range batch {
+			cmds[i] = r.cmd
+		}
+		entry = fsm.AppendAddInstances(make([]byte, 0, fsm.AddInstancesSize(cmds)), cmds)
 	}
-	entry := fsm.AppendAddInstances(make([]byte, 0, fsm.AddInstancesSize(cmds)), cmds)
-	res, err := b.v.applyRaft(ctx, entry)
-	if err == nil && len(res.Batch) != len(batch) {
+	f, err := b.v.submit(entry, defaultApplyTimeout)
+	if err != nil {
+		answer(batch, nil, err)
+		return
+	}
+	go func() {
+		res, err := b.v.result(f)
+		answer(batch, res, err)
+	}()
+}
+
+// answer hands each registration of batch its result: the entry's own for
+// one alone, its part of the entry's for a batch.
+func answer(batch []*registration, res *fsm.Result, err error) {
+	if err == nil && len(batch) > 1 && len(res.Batch) != len(batch) {
 		err = api.Errorf(api.CodeUnknown, "a batch of %d registrations gave %d results", len(batch), len(res.Batch))
 	}
 	for i, r := range batch {
-		if err != nil {
-			r.err = err
-			continue
+		switch {
+		case err != nil:
+			r.res, r.err = res, err
+		case len(batch) == 1:
+			r.res, r.err = res, res.Err
+		default:
+			r.res = &res.Batch[i]
+			r.err = r.res.Err
 		}
-		r.res = &res.Batch[i]
-		r.err = r.res.Err
+		close(r.done)
 	}
-}
-
-// writeEach writes each registration of batch as its own entry, all handed
-// to Raft before any is waited for, so that they still share a disk write.
-func (b *registrationBatcher) writeEach(ctx context.Context, batch []*registration) {
-	if len(batch) == 1 {
-		batch[0].res, batch[0].err = b.v.applyRaft(ctx, batch[0].cmd)
-		return
-	}
-	var wg sync.WaitGroup
-	for _, r := range batch {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.res, r.err = b.v.applyRaft(ctx, r.cmd)
-		}()
-	}
-	wg.Wait()
 }
 
 // applyTimeout is how long a write of ctx may wait for Raft.

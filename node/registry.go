@@ -69,6 +69,15 @@ func (v *voter) applyRaft(ctx context.Context, cmd []byte) (*fsm.Result, error) 
 	if err != nil {
 		return nil, err
 	}
+	f, err := v.submit(cmd, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return v.result(f)
+}
+
+// submit hands cmd to Raft, waiting at most timeout for Raft to take it.
+func (v *voter) submit(cmd []byte, timeout time.Duration) (raft.ApplyFuture, error) {
 	// The leader writes a command type only once every voter applies it
 	// (see upgrade.go); a follower of an older release may have sent the
 	// newer form, or a newer one the older.
@@ -80,7 +89,11 @@ func (v *voter) applyRaft(ctx context.Context, cmd []byte) (*fsm.Result, error) 
 			}
 		}
 	}
-	f := v.raft.Apply(cmd, timeout)
+	return v.raft.Apply(cmd, timeout), nil
+}
+
+// result waits for an entry handed to Raft to be applied here.
+func (v *voter) result(f raft.ApplyFuture) (*fsm.Result, error) {
 	if err := f.Error(); err != nil {
 		return nil, raftError(err)
 	}
