@@ -27,8 +27,11 @@ import (
 // Each registration keeps its own result: its own revision (the index of
 // a new instance), and its own error when it alone is rejected.
 
-// maxBatch bounds the registrations of one entry (a few hundred KB).
-const maxBatch = 1024
+// maxBatch and maxBatchBytes bound the registrations of one entry.
+const (
+	maxBatch      = 1024
+	maxBatchBytes = 1 << 20
+)
 
 type registration struct {
 	cmd  []byte
@@ -82,7 +85,14 @@ func (b *registrationBatcher) run() {
 			b.mu.Unlock()
 			return
 		}
-		n := min(len(b.pending), maxBatch)
+		n, size := 0, 0
+		for n < len(b.pending) && n < maxBatch {
+			size += len(b.pending[n].cmd)
+			if n > 0 && size > maxBatchBytes {
+				break
+			}
+			n++
+		}
 		batch := make([]*registration, n)
 		copy(batch, b.pending)
 		rest := copy(b.pending, b.pending[n:])

@@ -37,7 +37,7 @@ func (n *Node) applyEncoded(ctx context.Context, cmd []byte) (*fsm.Result, error
 	if leader == "" {
 		return nil, n.noLeaderError()
 	}
-	res, err := n.fwd.forward(ctx, leader, cmd)
+	res, err := n.forwardWrite(ctx, leader, cmd)
 	if err != nil {
 		return nil, err
 	}
@@ -45,6 +45,16 @@ func (n *Node) applyEncoded(ctx context.Context, cmd []byte) (*fsm.Result, error
 	// reads here next sees its own write.
 	v.waitApplied(ctx, res.Index)
 	return res, nil
+}
+
+// forwardWrite applies cmd on the leader at addr: together with the other
+// writes waiting to go there once every voter serves batches of them (a
+// release that applies fsm.CmdAddInstances does), alone before.
+func (n *Node) forwardWrite(ctx context.Context, addr string, cmd []byte) (*fsm.Result, error) {
+	if n.clusterCommandMax() >= fsm.CmdAddInstances {
+		return n.fwd.batcher.forward(ctx, addr, cmd)
+	}
+	return n.fwd.forward(ctx, addr, cmd)
 }
 
 // voter returns the node's Raft side, or service_unavailable on a proxy
