@@ -196,6 +196,14 @@ type AppliedCommand struct {
 	Meta     *ServiceMeta `json:"meta,omitempty"`
 }
 
+// AppliedResult is the answer to one write of several that a follower
+// forwarded together (POST /raft/apply-batch): what AppliedCommand says of
+// a write that applied, or the error of one that did not.
+type AppliedResult struct {
+	AppliedCommand
+	Error *Error `json:"error,omitempty"`
+}
+
 // NATSTokenUser is the NATS user name under which a client that knows only
 // its token's secret logs in (with the secret as the password): a digest of
 // the secret, so the client needs no other name and the name shows nothing

@@ -29,6 +29,10 @@ const (
 	// and a decode that allocates once. Type 5 is still applied, for logs
 	// written before.
 	CmdAddInstanceCompact // 10
+	// CmdAddInstances is a batch of CmdAddInstanceCompact registrations in
+	// one entry (see batch.go): one disk write and one AppendEntries slot
+	// for many. Each registration takes its own revision.
+	CmdAddInstances // 11
 )
 
 func (t CommandType) String() string {
@@ -53,6 +57,8 @@ func (t CommandType) String() string {
 		return "remove_node"
 	case CmdAddInstanceCompact:
 		return "add_instance_compact"
+	case CmdAddInstances:
+		return "add_instances"
 	}
 	return "unknown"
 }

@@ -17,7 +17,9 @@ type Sink func(events []api.Event)
 
 // Result is what Apply returns for one entry.
 type Result struct {
-	// Index is the Raft index of the entry.
+	// Index is the revision of the change: the Raft index of the entry
+	// unless batches put revisions ahead of the log (see batch.go). For a
+	// batch it is the revision of its last registration.
 	Index uint64
 	// Instance is the stored instance after an add (with its index).
 	Instance *api.Instance
@@ -30,6 +32,9 @@ type Result struct {
 	// Err is a typed *api.Error when the command was rejected; a rejected
 	// command changes nothing.
 	Err error
+	// Batch holds the result of each registration of a CmdAddInstances
+	// entry, in order, each with its own revision and error.
+	Batch []Result
 }
 
 // FSM is discoverd's replicated state: services, their instances, leaders and
@@ -39,7 +44,10 @@ type FSM struct {
 	mu       sync.RWMutex
 	services map[string]*service
 	nodes    map[string]api.NodeInfo
-	applied  uint64
+	// applied is the revision of the last change applied (see batch.go),
+	// raftIndex the Raft index of the last entry.
+	applied   uint64
+	raftIndex uint64
 	// appliedPub is applied, published once an entry's changes are complete,
 	// so a reader who sees index N in it then reads state at least at N.
 	appliedPub atomic.Uint64
@@ -60,13 +68,13 @@ func New(sink Sink) *FSM {
 
 // ApplyCommand applies one encoded command at a Raft index. Apply (the
 // raft.FSM method) calls it; tests call it directly.
-func (f *FSM) ApplyCommand(index uint64, data []byte) *Result {
+func (f *FSM) ApplyCommand(raftIndex uint64, data []byte) *Result {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	index := f.revision(raftIndex)
 	res := &Result{Index: index}
-	if index > f.applied {
-		f.applied = index
-	}
+	f.applied = max(f.applied, index)
+	f.raftIndex = max(f.raftIndex, raftIndex)
 	f.events = f.events[:0]
 	defer func() { f.appliedPub.Store(f.applied) }()
 	if len(data) == 0 {
@@ -112,6 +120,8 @@ func (f *FSM) ApplyCommand(index uint64, data []byte) *Result {
 				res.Instance, res.Err = f.addInstance(index, s, in)
 			}
 		}
+	case CmdAddInstances:
+		f.addInstances(index, body, res)
 	case CmdRemoveInstance:
 		var c RemoveInstance
 		if res.Err = decode(body, &c); res.Err == nil {

@@ -76,12 +76,21 @@ func (h *harness) apply(index uint64, t CommandType, body any) *Result {
 func (h *harness) applyRaw(index uint64, data []byte) *Result {
 	h.t.Helper()
 	n, calls := len(h.rec.events), h.rec.calls
+	// The revision the entry starts at: its index, unless a batch before
+	// put the revisions ahead (batch.go).
+	first := h.f.revision(index)
 	res := h.f.ApplyCommand(index, data)
 	if res == nil {
 		h.t.Fatalf("entry %d: nil result", index)
 	}
-	if res.Index != index {
-		h.t.Fatalf("entry %d: result index %d", index, res.Index)
+	// A batch of registrations takes a revision for each; anything else
+	// one.
+	last := first
+	if len(res.Batch) > 0 {
+		last = first + uint64(len(res.Batch)) - 1
+	}
+	if res.Index != last {
+		h.t.Fatalf("entry %d: result index %d, want %d", index, res.Index, last)
 	}
 	added := h.rec.events[n:]
 	switch {
@@ -90,10 +99,12 @@ func (h *harness) applyRaw(index uint64, data []byte) *Result {
 	case len(added) > 0 && h.rec.calls != calls+1:
 		h.t.Fatalf("entry %d: sink called %d times, want once", index, h.rec.calls-calls)
 	}
+	prev := first
 	for _, e := range added {
-		if e.Index != index {
-			h.t.Fatalf("entry %d: event %s carries index %d", index, fmtEvent(e), e.Index)
+		if e.Index < prev || e.Index > last {
+			h.t.Fatalf("entry %d: event %s carries index %d, out of order or outside %d-%d", index, fmtEvent(e), e.Index, first, last)
 		}
+		prev = e.Index
 	}
 	if res.Err != nil {
 		if len(added) > 0 {
@@ -216,7 +227,7 @@ func TestCommandTypeNumbersAreFixed(t *testing.T) {
 	want := map[CommandType]uint8{
 		CmdAddService: 1, CmdRemoveService: 2, CmdSetServiceMeta: 3, CmdSetLeader: 4,
 		CmdAddInstance: 5, CmdRemoveInstance: 6, CmdExpireInstances: 7, CmdSetNode: 8, CmdRemoveNode: 9,
-		CmdAddInstanceCompact: 10,
+		CmdAddInstanceCompact: 10, CmdAddInstances: 11,
 	}
 	for c, n := range want {
 		if uint8(c) != n {
@@ -226,8 +237,8 @@ func TestCommandTypeNumbersAreFixed(t *testing.T) {
 			t.Errorf("%d has no name", n)
 		}
 	}
-	if CommandType(0).String() != "unknown" || CommandType(11).String() != "unknown" {
-		t.Errorf("types 0 and 11 should be unknown")
+	if CommandType(0).String() != "unknown" || CommandType(12).String() != "unknown" {
+		t.Errorf("types 0 and 12 should be unknown")
 	}
 	b := MustEncode(CmdRemoveNode, RemoveNode{Addr: "x:1"})
 	if b[0] != 9 || string(b[1:]) != `{"addr":"x:1"}` {

@@ -7,7 +7,7 @@ import (
 // MaxCommandType is the newest command type this build applies. A node
 // announces it (api.NodeInfo.MaxCommandType) so that the leader writes a
 // type only once every voter applies it: see ForMaxType.
-const MaxCommandType = CmdAddInstanceCompact
+const MaxCommandType = CmdAddInstances
 
 // BaselineCommandType is the newest type a node that announces none
 // applies: the releases before nodes announced it knew every type up to

@@ -23,6 +23,8 @@ func TestForMaxType(t *testing.T) {
 		{"json for an old cluster", jsonForm, BaselineCommandType, jsonForm, ""},
 		{"unknown type", []byte{200, '{', '}'}, MaxCommandType, nil, api.CodeValidation},
 		{"a type with no older form", compact, CmdSetLeader, nil, api.CodeUnavailable},
+		{"a batch for a cluster that does not apply batches", AppendAddInstances(nil, [][]byte{compact}), CmdAddInstanceCompact, nil, api.CodeUnavailable},
+		{"a batch for a new cluster", AppendAddInstances(nil, [][]byte{compact}), MaxCommandType, AppendAddInstances(nil, [][]byte{compact}), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ForMaxType(tc.cmd, tc.max)

@@ -138,6 +138,7 @@ func TestRouteRoleTable(t *testing.T) {
 		"GET /.well-known/status":                   {perm: "open", allowed: 200},
 		"GET /metrics":                              {perm: "read", allowed: 200},
 		"POST /raft/apply":                          {perm: "node", allowed: 200},
+		"POST /raft/apply-batch":                    {perm: "node", allowed: 400},
 		"GET /raft/nodes":                           {perm: "read", allowed: 200},
 		"GET /raft/leader":                          {perm: "read", allowed: 200},
 		"GET /raft/peers":                           {perm: "read", allowed: 200},

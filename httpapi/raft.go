@@ -17,6 +17,9 @@ type Cluster interface {
 	// ApplyForwarded applies an encoded command a follower forwarded; an
 	// empty command is a read barrier answered with the leader's index.
 	ApplyForwarded(ctx context.Context, cmd []byte) (*api.AppliedCommand, error)
+	// ApplyForwardedBatch applies several encoded commands a follower
+	// forwarded in one body, answering each on its own.
+	ApplyForwardedBatch(ctx context.Context, body []byte) ([]api.AppliedResult, error)
 	Nodes() ([]api.NodeInfo, error)
 	// WaitRaftLeader is the Raft leader's address, waiting a while (the
 	// node's leader wait) when none is known; "" when none came.
@@ -49,6 +52,7 @@ type route struct {
 func (h *handler) clusterRoutes(c Cluster) []route {
 	return []route{
 		{"POST", "/raft/apply", auth.PermNode, func(w http.ResponseWriter, r *http.Request) { h.applyForwarded(c, w, r) }},
+		{"POST", "/raft/apply-batch", auth.PermNode, func(w http.ResponseWriter, r *http.Request) { h.applyForwardedBatch(c, w, r) }},
 		{"GET", "/raft/nodes", auth.PermRead, func(w http.ResponseWriter, r *http.Request) {
 			nodes, err := c.Nodes()
 			h.answer(w, nodes, err)

@@ -27,6 +27,8 @@ type forwarder struct {
 	// scheme is https when nodes reach each other over mutual TLS.
 	scheme    string
 	peerToken func() string
+	// batcher sends concurrent writes in one request (forward_batch.go).
+	batcher forwardBatcher
 }
 
 func newForwarder(cfg *Config) *forwarder {
@@ -36,6 +38,7 @@ func newForwarder(cfg *Config) *forwarder {
 		IdleConnTimeout:     time.Minute,
 	}
 	f := &forwarder{client: &http.Client{Transport: tr}, scheme: "http://", peerToken: cfg.PeerToken}
+	f.batcher.fwd = f
 	if cfg.PeerTLS != nil {
 		tr.TLSClientConfig = cfg.PeerTLS.Clone()
 		tr.ForceAttemptHTTP2 = false

@@ -33,7 +33,7 @@ var (
 	descRaftCommit = prometheus.NewDesc("discoverd_raft_commit_index",
 		"Index of the last Raft entry this voter knows to be committed.", nil, nil)
 	descRaftApplied = prometheus.NewDesc("discoverd_raft_applied_index",
-		"Index of the last Raft entry applied to this voter's registry (the Discoverd-Index it answers with).", nil, nil)
+		"Revision of the last change applied to this voter's registry (the Discoverd-Index it answers with): the index of its Raft entry, or past it once registrations were written in batches.", nil, nil)
 	descCommitNudges = prometheus.NewDesc("discoverd_raft_commit_nudges_total",
 		"Raft barriers this voter issued as leader to tell followers the commit index of entries it had just applied, since it last became a voter; none while nothing is written.", nil, nil)
 	descServices = prometheus.NewDesc("discoverd_services",

@@ -37,7 +37,7 @@ func (n *Node) applyEncoded(ctx context.Context, cmd []byte) (*fsm.Result, error
 	if leader == "" {
 		return nil, n.noLeaderError()
 	}
-	res, err := n.fwd.forward(ctx, leader, cmd)
+	res, err := n.forwardWrite(ctx, leader, cmd)
 	if err != nil {
 		return nil, err
 	}
@@ -45,6 +45,16 @@ func (n *Node) applyEncoded(ctx context.Context, cmd []byte) (*fsm.Result, error
 	// reads here next sees its own write.
 	v.waitApplied(ctx, res.Index)
 	return res, nil
+}
+
+// forwardWrite applies cmd on the leader at addr: together with the other
+// writes waiting to go there once every voter serves batches of them (a
+// release that applies fsm.CmdAddInstances does), alone before.
+func (n *Node) forwardWrite(ctx context.Context, addr string, cmd []byte) (*fsm.Result, error) {
+	if n.clusterCommandMax() >= fsm.CmdAddInstances {
+		return n.fwd.batcher.forward(ctx, addr, cmd)
+	}
+	return n.fwd.forward(ctx, addr, cmd)
 }
 
 // voter returns the node's Raft side, or service_unavailable on a proxy
@@ -57,13 +67,27 @@ func (n *Node) voter() (*voter, error) {
 }
 
 func (v *voter) applyLocal(ctx context.Context, cmd []byte) (*fsm.Result, error) {
-	timeout := defaultApplyTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-		if timeout <= 0 {
-			return nil, api.Errorf(api.CodeUnavailable, "request deadline passed before the write was sent")
-		}
+	if v.batchable(cmd) {
+		return v.batcher.apply(ctx, cmd)
 	}
+	return v.applyRaft(ctx, cmd)
+}
+
+// applyRaft writes cmd as its own entry.
+func (v *voter) applyRaft(ctx context.Context, cmd []byte) (*fsm.Result, error) {
+	timeout, err := applyTimeout(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f, err := v.submit(cmd, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return v.result(f)
+}
+
+// submit hands cmd to Raft, waiting at most timeout for Raft to take it.
+func (v *voter) submit(cmd []byte, timeout time.Duration) (raft.ApplyFuture, error) {
 	// The leader writes a command type only once every voter applies it
 	// (see upgrade.go); a follower of an older release may have sent the
 	// newer form, or a newer one the older.
@@ -75,7 +99,11 @@ func (v *voter) applyLocal(ctx context.Context, cmd []byte) (*fsm.Result, error)
 			}
 		}
 	}
-	f := v.raft.Apply(cmd, timeout)
+	return v.raft.Apply(cmd, timeout), nil
+}
+
+// result waits for an entry handed to Raft to be applied here.
+func (v *voter) result(f raft.ApplyFuture) (*fsm.Result, error) {
 	if err := f.Error(); err != nil {
 		return nil, raftError(err)
 	}

@@ -120,8 +120,11 @@ func (n *Node) RestoreSnapshot(ctx context.Context, r io.Reader) (uint64, error)
 	}
 	ri := &restoreImage{img: img}
 	// Raft restores at an index past both its log and the backup's, so
-	// that the restored instances are older than anything written next.
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: backup.Index(), Size: int64(len(img))}
+	// that the restored instances are older than anything written next;
+	// and past the state machine's revision, which batches of
+	// registrations may have put ahead of the log, so that indexes never
+	// go back.
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: max(backup.Index(), v.fsm.AppliedIndex()), Size: int64(len(img))}
 	if err := v.raft.Restore(meta, ri, timeout); err != nil {
 		return 0, raftError(err)
 	}

@@ -30,6 +30,8 @@ type voter struct {
 	transport *raft.NetworkTransport
 	stream    *chanListener
 	nudge     *commitNudge
+	// batcher writes concurrent registrations as one entry (batch.go).
+	batcher registrationBatcher
 
 	// leaderSince is when this node last became Raft leader (Unix nanos), 0
 	// when it is not leader.
@@ -101,6 +103,7 @@ const raftDBFile = "raft.db"
 func (n *Node) startVoter(bootstrap bool) (*voter, error) {
 	cfg := n.cfg
 	v := &voter{n: n, stopping: make(chan struct{}), started: time.Now()}
+	v.batcher.v = v
 	v.nudge = newCommitNudge(&n.multiVoter)
 	rv := &raftFSM{heartbeats: n.heartbeats, maxType: cfg.MaxCommandType, stopping: v.stopping, nudge: v.nudge}
 	rv.onUnknown = func(t fsm.CommandType, index uint64) { n.stopFatally(n.unknownCommand(t, index)) }
