@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -300,4 +301,47 @@ func events(st api.Stream) <-chan api.Event {
 		}
 	}()
 	return ch
+}
+
+// TestRefusedHeartbeatIsStillRecorded: a heartbeat the node refuses because
+// it is out of step (here: its step watcher has not confirmed it lately, as
+// on a starved machine) still moves the instance's clock, so that the node
+// never later expires an instance that kept heartbeating.
+func TestRefusedHeartbeatIsStillRecorded(t *testing.T) {
+	n := startNode(t, t.TempDir(), "127.0.0.1:0")
+	ctx := context.Background()
+	if _, err := n.AddService(ctx, "web", api.ServiceConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	inst := instance("10.0.0.1:80")
+	if _, err := n.Heartbeat(ctx, "web", inst); err != nil {
+		t.Fatal(err)
+	}
+	v, err := n.voter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := hbKey{"web", inst.ID}
+	// The step watcher puts the node back in step every few milliseconds:
+	// try until one heartbeat met the node out of step.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if time.Now().After(deadline) {
+			t.Fatal("no heartbeat met the node out of step within 30s")
+		}
+		v.inStep.Store(false)
+		sent := nowNanos()
+		_, err := n.heartbeat(ctx, "web", inst, true)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, errOutOfStep) {
+			t.Fatalf("heartbeat out of step: %v, want %v", err, errOutOfStep)
+		}
+		seen, ok := n.heartbeats.lastSeen(key)
+		if !ok || seen < sent {
+			t.Fatalf("the refused heartbeat was not recorded: last seen %d, sent at %d", seen, sent)
+		}
+		return
+	}
 }

@@ -173,9 +173,11 @@ func (n *Node) heartbeat(ctx context.Context, service string, inst *api.Instance
 	// the rest behind it.
 	wait := func(cond func() bool) bool { return cond() || !fromBus && n.awaitCond(ctx, cond) }
 	if !wait(v.inContact) {
+		n.recordRefused(v, service, inst)
 		return nil, n.noLeaderError()
 	}
 	if err := v.inStepErr(); err != nil && !wait(func() bool { return v.inStepErr() == nil }) {
+		n.recordRefused(v, service, inst)
 		return nil, err
 	}
 	// The table keys on the state machine's own strings, so it keeps no
@@ -207,6 +209,20 @@ func (n *Node) heartbeat(ctx context.Context, service string, inst *api.Instance
 	n.heartbeats.touch(hbKey{name, res.Instance.ID}, time.Now().UnixNano())
 	n.shareHeartbeat(service, res.Instance, fromBus)
 	return res.Instance, nil
+}
+
+// recordRefused records the time of a heartbeat the node refuses to
+// acknowledge (out of contact or out of step) when it carries an instance
+// registered unchanged. The client is told to go elsewhere, but the
+// instance did show it is alive: were the time dropped, this node, once it
+// leads or is back in step, would judge the instance by an older heartbeat
+// and could expire it although it never stopped (a starved leader whose
+// step watcher ran late refused every heartbeat for a while, and expired
+// them all once it ran again).
+func (n *Node) recordRefused(v *voter, service string, inst *api.Instance) {
+	if name, stored, err := v.fsm.Lookup(service, inst.ID); err == nil && stored != nil && stored.SameRegistration(inst) {
+		n.heartbeats.touch(hbKey{name, stored.ID}, nowNanos())
+	}
 }
 
 // inContact reports whether this node may accept a heartbeat: it leads, or
