@@ -8,7 +8,8 @@
 // same against --https with --token and --ca), heartbeat-nats,
 // heartbeat-nats-baseline, heartbeat-nats-req, register,
 // register-large, event-latency (event-latency-sse, event-latency-nats),
-// detect, fanout (fanout-sse, fanout-nats), memory, dns (with --dns), and all.
+// detect, fanout (fanout-sse, fanout-nats), memory, dns (with --dns), scale,
+// and all.
 //
 // It imports only the shared api types, the version, nats.go, nats-server
 // (for a baseline) and miekg/dns, never discoverd's server packages,
@@ -31,6 +32,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -98,6 +100,13 @@ type config struct {
 	dnsAddr     string
 	dnsDomain   string
 	showVersion bool
+	// scale: instances, heartbeat period, the servers' pids (in --http
+	// order) and how to restart a follower.
+	scaleInstances int
+	scalePeriod    time.Duration
+	pids           []int
+	restartCmd     string
+	restartLog     string
 }
 
 // workload is one named benchmark. A workload may produce several rows
@@ -128,6 +137,7 @@ var workloads = []workload{
 	{"fanout-sse-h2", "leader change seen by --subscribers SSE streams over h2c (HTTP/2)", runFanoutSSEH2},
 	{"fanout-nats", "leader change seen by --subscribers NATS subscribers", runFanoutNATS},
 	{"detect", "last heartbeat -> down event, minus --ttl", runDetect},
+	{"scale", "--scale-instances in one service, registered then kept alive over NATS for --duration, a follower restarted half way; false expiries are errors", runScale},
 	{"dns", "DNS queries/s over UDP (A and SRV of 100 instances, a leader name) against --dns and a plain miekg/dns server", runDNS},
 }
 
@@ -193,6 +203,12 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	fs.StringVar(&cfg.ca, "ca", "", "PEM CA of the --https servers")
 	fs.StringVar(&cfg.dnsAddr, "dns", "", "the server's DNS address (host:port, its --dns-addr); the dns workload is skipped without one")
 	fs.StringVar(&cfg.dnsDomain, "dns-domain", "discoverd.", "the server's --dns-domain")
+	fs.IntVar(&cfg.scaleInstances, "scale-instances", 20000, "instances registered and kept alive by scale")
+	fs.DurationVar(&cfg.scalePeriod, "scale-period", 0, "scale: time between two heartbeats of one instance (default --ttl/3)")
+	var pidList string
+	fs.StringVar(&pidList, "pids", "", "scale: comma list of the --http servers' process ids, in the same order (default: the processes listening on their ports); with no --restart-cmd, scale restarts a follower by relaunching its command line")
+	fs.StringVar(&cfg.restartCmd, "restart-cmd", "", "scale: shell command that restarts a follower, run with DISCOVERD_RESTART_URL, _ADDR, _INDEX (in --http) and _PID set; it returns once the old process has exited and may print the new pid last")
+	fs.StringVar(&cfg.restartLog, "restart-log", "", "scale: file for the output of a follower relaunched from --pids (default: one in the temp dir)")
 	fs.BoolVar(&cfg.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&cfg.render, "render", "", "print the table of a --json output `file` and exit (no workloads run)")
 	fs.Usage = usage(fs, stderr)
@@ -205,6 +221,19 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	cfg.http = splitList(httpList)
 	cfg.https = splitList(httpsList)
 	cfg.nats = splitList(natsList)
+	for _, p := range splitList(pidList) {
+		pid, err := strconv.Atoi(p)
+		if err != nil || pid <= 0 {
+			return nil, nil, fmt.Errorf("--pids: %q is not a process id", p)
+		}
+		cfg.pids = append(cfg.pids, pid)
+	}
+	if len(cfg.pids) > 0 && len(cfg.pids) != len(cfg.http) {
+		return nil, nil, fmt.Errorf("--pids lists %d processes for %d --http servers", len(cfg.pids), len(cfg.http))
+	}
+	if cfg.scalePeriod < 0 {
+		return nil, nil, errors.New("--scale-period must not be negative")
+	}
 	if len(cfg.http) == 0 {
 		return nil, nil, errors.New("--http: at least one server URL is needed")
 	}
@@ -214,7 +243,8 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	}{{"--instances", cfg.instances}, {"--concurrency", cfg.concurrency}, {"--samples", cfg.samples},
 		{"--subscribers", cfg.subscribers}, {"--fanout-rounds", cfg.rounds}, {"--large-instances", cfg.large},
 		{"--memory-instances", cfg.memInstances}, {"--nats-conns", cfg.natsConns},
-		{"--streams-per-addr", cfg.streamsPerAddr}, {"--subs-per-conn", cfg.subsPerConn}} {
+		{"--streams-per-addr", cfg.streamsPerAddr}, {"--subs-per-conn", cfg.subsPerConn},
+		{"--scale-instances", cfg.scaleInstances}} {
 		if v.n < 1 {
 			return nil, nil, fmt.Errorf("%s must be at least 1", v.name)
 		}
