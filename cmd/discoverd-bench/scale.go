@@ -64,9 +64,12 @@ func runScale(ctx context.Context, b *bench) []Result {
 type expiryLedger struct {
 	ttl time.Duration
 	// last is the unix nanoseconds of the last send to instance i, 0 until
-	// its registration was answered.
-	last   []atomic.Int64
-	maxGap atomic.Int64
+	// its registration was answered; prev the one before. A down event is
+	// judged by the last send before it arrived: a heartbeat sent between
+	// the server's decision and the event's arrival must not make a
+	// rightful expiry look false.
+	last, prev []atomic.Int64
+	maxGap     atomic.Int64
 	// false, late and stray count down events by verdict.
 	falseExp, late, stray atomic.Int64
 	// firstFalse describes the first false expiry.
@@ -75,13 +78,14 @@ type expiryLedger struct {
 }
 
 func newExpiryLedger(n int, ttl time.Duration) *expiryLedger {
-	return &expiryLedger{ttl: ttl, last: make([]atomic.Int64, n)}
+	return &expiryLedger{ttl: ttl, last: make([]atomic.Int64, n), prev: make([]atomic.Int64, n)}
 }
 
 // sent records a heartbeat (or the registration) of instance i at t.
 func (l *expiryLedger) sent(i int, t time.Time) {
 	now := t.UnixNano()
 	prev := l.last[i].Swap(now)
+	l.prev[i].Store(prev)
 	if prev == 0 {
 		return
 	}
@@ -119,7 +123,13 @@ func (l *expiryLedger) classify(i int, d time.Time) downVerdict {
 		l.stray.Add(1)
 		return downStray
 	}
-	since := d.Sub(time.Unix(0, l.last[i].Load()))
+	at := l.last[i].Load()
+	if at > d.UnixNano() {
+		if p := l.prev[i].Load(); p != 0 {
+			at = p
+		}
+	}
+	since := d.Sub(time.Unix(0, at))
 	if since < l.ttl {
 		if l.falseExp.Add(1) == 1 {
 			l.mu.Lock()
