@@ -489,6 +489,7 @@ func (s *scaleRun) heartbeat(ctx context.Context, nc *nats.Conn, c, k int) {
 		return true
 	}
 	var body []byte
+	published := make([]int, 0, batch)
 	for ctx.Err() == nil {
 		roundStart := time.Now()
 		for pos := 0; pos < share && ctx.Err() == nil; pos += batch {
@@ -497,21 +498,22 @@ func (s *scaleRun) heartbeat(ctx context.Context, nc *nats.Conn, c, k int) {
 			if wait := time.Until(due); wait > 0 && !sleepCtx(ctx, wait) {
 				return
 			}
-			last := -1
-			end := min(pos+batch, share)
-			for p := pos; p < end; p++ {
+			published = published[:0]
+			for p := pos; p < min(pos+batch, share); p++ {
 				i := c + p*k
 				if !s.ledger.registered(i) {
 					continue
 				}
 				body = appendInstanceBody(body[:0], instanceID(scalePrefix, int64(i)), int64(i))
 				if err := nc.Publish(subj, body); err != nil {
+					// Not sent (say, the reconnect buffer is full while
+					// its server restarts): not recorded as sent either.
 					s.fail(err)
 					continue
 				}
-				last = i
+				published = append(published, i)
 			}
-			if last < 0 {
+			if len(published) == 0 {
 				continue
 			}
 			// The marker is one more heartbeat, of the batch's last instance.
@@ -522,14 +524,10 @@ func (s *scaleRun) heartbeat(ctx context.Context, nc *nats.Conn, c, k int) {
 				pending[seq] = time.Now()
 			}
 			now := time.Now()
-			sentN := 0
-			for p := pos; p < end; p++ {
-				if i := c + p*k; s.ledger.registered(i) {
-					s.ledger.sent(i, now)
-					sentN++
-				}
+			for _, i := range published {
+				s.ledger.sent(i, now)
 			}
-			s.hbSent.Add(int64(sentN))
+			s.hbSent.Add(int64(len(published)))
 			for len(pending) >= window {
 				if !await() {
 					return
