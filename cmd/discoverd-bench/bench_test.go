@@ -65,6 +65,7 @@ func (s *testServer) smallArgs(extra ...string) []string {
 		"--fanout-rounds", "3",
 		"--large-instances", "200",
 		"--memory-instances", "2000",
+		"--scale-instances", "200",
 		"--settle", "100ms",
 		"--ttl", s.ttl.String(),
 		"--pid", fmt.Sprint(os.Getpid()),

@@ -81,7 +81,15 @@ func newExpiryLedger(n int, ttl time.Duration) *expiryLedger {
 	return &expiryLedger{ttl: ttl, last: make([]atomic.Int64, n), prev: make([]atomic.Int64, n)}
 }
 
-// sent records a heartbeat (or the registration) of instance i at t.
+// registeredAt records the registration of instance i, sent at t. It is
+// not a gap: the request may have taken long to be answered, and the
+// heartbeats only start once it was.
+func (l *expiryLedger) registeredAt(i int, t time.Time) {
+	l.prev[i].Store(l.last[i].Swap(t.UnixNano()))
+}
+
+// sent records a heartbeat of instance i at t, and the gap since the one
+// before.
 func (l *expiryLedger) sent(i int, t time.Time) {
 	now := t.UnixNano()
 	prev := l.last[i].Swap(now)
@@ -263,36 +271,13 @@ func (s *scaleRun) run(ctx context.Context) Result {
 	defer cancel()
 
 	// The down events, from a stream opened before the first registration.
-	st, err := b.openSSE(ctx, s.watch, "/services/"+svc+"/instances")
-	if err != nil {
+	w := &downWatcher{s: s}
+	if err := w.open(ctx, 0); err != nil {
 		return failed(name, err)[0]
 	}
-	if err := st.untilCurrent(); err != nil {
-		st.close()
-		return failed(name, err)[0]
-	}
-	var watching atomic.Bool
-	watching.Store(true)
 	streamErr := make(chan error, 1)
-	go func() {
-		for {
-			ev, err := st.next()
-			if err != nil {
-				if watching.Load() {
-					streamErr <- err
-				}
-				return
-			}
-			if ev.Kind == api.EventDown && ev.Instance != nil && watching.Load() {
-				s.ledger.classify(scaleIndex(ev.Instance.ID, scalePrefix, s.n), time.Now())
-			}
-		}
-	}()
-	stopWatching := func() {
-		watching.Store(false)
-		st.close()
-	}
-	defer stopWatching()
+	go w.run(ctx, streamErr)
+	defer w.stop()
 
 	// Heartbeats run from the start: each instance is heartbeated once its
 	// registration has been sent, so that the first ones do not lapse
@@ -319,13 +304,15 @@ func (s *scaleRun) run(ctx context.Context) Result {
 
 	// Keep alive for --duration, restarting the follower half way.
 	var restart restartResult
+	restartCtx, stopRestart := context.WithCancel(ctx)
+	defer stopRestart()
 	restartDone := make(chan struct{})
 	go func() {
 		defer close(restartDone)
 		if s.target < 0 {
 			return
 		}
-		if !sleepCtx(ctx, b.cfg.duration/2) {
+		if !sleepCtx(restartCtx, b.cfg.duration/2) {
 			return
 		}
 		restart = s.restartFollower(ctx, regDone.Add(b.cfg.duration))
@@ -340,6 +327,9 @@ func (s *scaleRun) run(ctx context.Context) Result {
 	}
 	keepAlive := time.Since(regDone)
 	sentKeep := s.hbSent.Load() - sent0
+	if streamFailure != nil {
+		stopRestart()
+	}
 	<-restartDone
 	// Down events decided before the end are still on their way: one
 	// expiry check and the stream's delivery. A second is plenty on
@@ -350,7 +340,7 @@ func (s *scaleRun) run(ctx context.Context) Result {
 		case streamFailure = <-streamErr:
 		}
 	}
-	stopWatching()
+	w.stop()
 	stopHeartbeats()
 	hbWG.Wait()
 
@@ -369,6 +359,9 @@ func (s *scaleRun) run(ctx context.Context) Result {
 		reg.elapsed.Round(time.Millisecond), reg.rate(), conc, reg.errs, keepAlive.Round(time.Second), len(conns), s.period,
 		s.hbSent.Load(), time.Duration(s.ledger.maxGap.Load()).Round(time.Millisecond))
 	fmt.Fprintf(&note, "; heartbeat requests: %d errors, %d no responders, %d unanswered", s.failedOps.Load(), s.dropped.Load(), s.lost.Load())
+	if r := w.reconnects.Load(); r > 0 {
+		fmt.Fprintf(&note, "; the event stream was reopened %d times after %s", r, w.firstBreak())
+	}
 	note.WriteString("; " + restart.String(b, s.target))
 	rss, worst := s.rssNote(restart.newPID)
 	note.WriteString("; " + rss)
@@ -383,6 +376,8 @@ func (s *scaleRun) run(ctx context.Context) Result {
 		row.Note += "; first registration error: " + reg.firstErr.Error()
 	}
 	switch {
+	case w.resyncs.Load() > 0:
+		row.Error = fmt.Sprintf("the event stream on %s missed events (%d resyncs after it fell behind): down events were not all judged", b.servers[s.watch].host, w.resyncs.Load())
 	case streamFailure != nil:
 		row.Error = fmt.Sprintf("the event stream on %s ended, down events may be missing: %v", b.servers[s.watch].host, streamFailure)
 	case reg.ops < int64(s.n):
@@ -413,7 +408,7 @@ func (s *scaleRun) registerOp(svc string) func(w int) (func(int64) error, func()
 			if st != http.StatusOK {
 				return httpError(st, resp)
 			}
-			s.ledger.sent(int(seq), t0)
+			s.ledger.registeredAt(int(seq), t0)
 			return nil
 		}, d.close
 	}
@@ -756,4 +751,137 @@ func loadAverage() string {
 		return "?"
 	}
 	return strings.Join(fields[:3], " ")
+}
+
+// downWatcher reads the service's instance events on the watched server
+// and judges every down event. A stream the server closes (a subscriber
+// that fell behind, as a burst of expiries larger than the server's
+// per-stream buffer makes it) is reopened from the last event seen
+// (Last-Event-ID): the server replays what it still holds, or sends a
+// resync, which is counted, since the down events it skips were not judged.
+type downWatcher struct {
+	s          *scaleRun
+	mu         sync.Mutex
+	st         *sseStream
+	stopped    bool
+	lastIndex  uint64
+	breakErr   error
+	reconnects atomic.Int64
+	resyncs    atomic.Int64
+}
+
+// open opens the stream, after event index after (0: from the current
+// state), and reads its prelude.
+func (w *downWatcher) open(ctx context.Context, after uint64) error {
+	b := w.s.b
+	srv := b.servers[w.s.watch]
+	path := "/services/" + w.s.svc + "/instances"
+	if len(b.servers) > 1 {
+		path += "?consistent=true"
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	req, err := http.NewRequestWithContext(sctx, http.MethodGet, srv.base+path, nil)
+	if err != nil {
+		cancel()
+		return err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if after > 0 {
+		req.Header.Set("Last-Event-ID", strconv.FormatUint(after, 10))
+	}
+	resp, err := b.client.Do(req)
+	if err != nil {
+		cancel()
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		body := make([]byte, 4096)
+		n, _ := resp.Body.Read(body)
+		resp.Body.Close()
+		cancel()
+		return fmt.Errorf("GET %s: %w", path, httpError(resp.StatusCode, body[:n]))
+	}
+	st := &sseStream{body: resp.Body, br: bufio.NewReaderSize(resp.Body, 64<<10), cancel: cancel}
+	if after == 0 {
+		if err := st.untilCurrent(); err != nil {
+			st.close()
+			return err
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		st.close()
+		return errors.New("stopped")
+	}
+	w.st = st
+	return nil
+}
+
+// run judges the down events until stop, reopening a broken stream; it
+// sends to errc when it cannot.
+func (w *downWatcher) run(ctx context.Context, errc chan<- error) {
+	for {
+		w.mu.Lock()
+		st := w.st
+		w.mu.Unlock()
+		ev, err := st.next()
+		if err == nil {
+			if ev.Index > w.lastIndex {
+				w.lastIndex = ev.Index
+			}
+			switch {
+			case ev.Kind == api.EventResync:
+				w.resyncs.Add(1)
+			case ev.Kind == api.EventDown && ev.Instance != nil && !w.isStopped():
+				w.s.ledger.classify(scaleIndex(ev.Instance.ID, scalePrefix, w.s.n), time.Now())
+			}
+			continue
+		}
+		if w.isStopped() {
+			return
+		}
+		st.close()
+		if w.reconnects.Add(1) == 1 {
+			w.mu.Lock()
+			w.breakErr = err
+			w.mu.Unlock()
+		}
+		var oerr error
+		for try := 0; try < 10; try++ {
+			if oerr = w.open(ctx, w.lastIndex); oerr == nil || w.isStopped() || !sleepCtx(ctx, time.Second) {
+				break
+			}
+		}
+		if oerr != nil {
+			if !w.isStopped() {
+				errc <- fmt.Errorf("%v, and reopening it failed: %v", err, oerr)
+			}
+			return
+		}
+	}
+}
+
+func (w *downWatcher) isStopped() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stopped
+}
+
+func (w *downWatcher) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.stopped = true
+		w.st.close()
+	}
+}
+
+func (w *downWatcher) firstBreak() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.breakErr == nil {
+		return "?"
+	}
+	return w.breakErr.Error()
 }
