@@ -572,6 +572,9 @@ func (r restartResult) String(b *bench, target int) string {
 func (s *scaleRun) restartFollower(ctx context.Context, deadline time.Time) restartResult {
 	b := s.b
 	var r restartResult
+	// Leadership may have moved since the start (elections on a busy
+	// host): the follower and the leader are chosen now.
+	s.pickRoles(ctx)
 	t0 := time.Now()
 	if b.cfg.restartCmd != "" {
 		r.newPID, r.err = runRestartCmd(ctx, b.cfg.restartCmd, b.servers[s.target], s.target, s.pids[s.target])
@@ -610,6 +613,27 @@ func (s *scaleRun) restartFollower(ctx context.Context, deadline time.Time) rest
 	}
 	s.pids[s.target] = r.newPID
 	return r
+}
+
+// pickRoles sets s.leader to the server that leads now and s.target to a
+// follower other than the watched server where there is one.
+func (s *scaleRun) pickRoles(ctx context.Context) {
+	leader := -1
+	for i := range s.b.servers {
+		if st, err := s.status(ctx, i); err == nil && st.Role == "leader" {
+			leader = i
+		}
+	}
+	if leader < 0 || leader == s.leader {
+		return
+	}
+	s.leader = leader
+	s.target = -1
+	for i := len(s.b.servers) - 1; i >= 0; i-- {
+		if i != leader && (s.target < 0 || s.target == s.watch) {
+			s.target = i
+		}
+	}
 }
 
 // runRestartCmd runs cmd with sh -c and the server to restart in its

@@ -1,6 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -91,5 +96,81 @@ func TestScaleIndex(t *testing.T) {
 		if got := scaleIndex(c.id, scalePrefix, 1000); got != c.want {
 			t.Errorf("scaleIndex(%q) = %d, want %d", c.id, got, c.want)
 		}
+	}
+}
+
+// inAll lists the workloads "all" runs.
+func inAll() []workload {
+	var out []workload
+	for _, wl := range workloads {
+		if !byNameOnly[wl.name] {
+			out = append(out, wl)
+		}
+	}
+	return out
+}
+
+func TestScaleNotInAll(t *testing.T) {
+	_, names, err := parseArgs([]string{"all"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(names, "scale") {
+		t.Errorf("all runs scale: %q", names)
+	}
+	if _, names, err = parseArgs([]string{"scale"}, &bytes.Buffer{}); err != nil || !slices.Equal(names, []string{"scale"}) {
+		t.Errorf("scale by name: %q, %v", names, err)
+	}
+	for _, args := range [][]string{
+		{"--pids", "1,x", "scale"},
+		{"--pids", "1,2", "scale"}, // one --http server
+		{"--scale-instances", "0", "scale"},
+		{"--scale-period", "-1s", "scale"},
+	} {
+		if _, _, err := parseArgs(args, &bytes.Buffer{}); err == nil {
+			t.Errorf("%q: no error", args)
+		}
+	}
+}
+
+// TestScaleWorkload keeps instances alive on a server whose TTL is thirty
+// heartbeat periods: none may be expired, and every one is heartbeated.
+func TestScaleWorkload(t *testing.T) {
+	s := startServerTTL(t, 3*time.Second)
+	results := runJSON(t, s.smallArgs("--json", "--scale-instances", "300", "--scale-period", "100ms", "--duration", "2s", "scale"))
+	if len(results) != 1 {
+		t.Fatalf("%d results, want 1", len(results))
+	}
+	r := results[0]
+	t.Log(r.short(), r.Note)
+	if r.Error != "" || r.Ops != 300 || r.Errors != 0 || r.Rate == nil || *r.Rate <= 0 {
+		t.Fatalf("scale: %+v", r)
+	}
+	if !strings.HasPrefix(r.Note, "0 false expiries") || !strings.Contains(r.Note, "0 late") {
+		t.Errorf("note: %s", r.Note)
+	}
+}
+
+// TestScaleWorkloadCountsFalseExpiries tells the workload the TTL is 3 s
+// while the server's is 500 ms, and heartbeats once a second: the server
+// expires instances between heartbeats, well within what the workload
+// takes for the TTL, and each of those down events must be counted.
+func TestScaleWorkloadCountsFalseExpiries(t *testing.T) {
+	s := startServerTTL(t, 500*time.Millisecond)
+	// The last --ttl wins over smallArgs' own.
+	args := s.smallArgs("--json", "--scale-instances", "50", "--scale-period", "1s", "--duration", "3s", "--ttl", "3s", "scale")
+	var stdout, stderr bytes.Buffer
+	run(context.Background(), args, &stdout, &stderr)
+	var results []Result
+	if err := json.Unmarshal(stdout.Bytes(), &results); err != nil || len(results) != 1 {
+		t.Fatalf("output %q: %v\n%s", stdout.String(), err, stderr.String())
+	}
+	r := results[0]
+	t.Log(r.Note)
+	if r.Errors == 0 || !strings.Contains(r.Note, "(first: instance ") {
+		t.Fatalf("no false expiry counted: %+v", r)
+	}
+	if !strings.Contains(r.Note, " 0 late") {
+		t.Errorf("late expiries counted: %s", r.Note)
 	}
 }
