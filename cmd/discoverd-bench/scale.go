@@ -183,6 +183,7 @@ type scaleRun struct {
 	// "no responders"; lost: not answered within markerTimeout.
 	failedOps, dropped, lost atomic.Int64
 	hbSent                   atomic.Int64
+	regRetries               atomic.Int64
 	firstErr                 atomic.Pointer[string]
 }
 
@@ -355,8 +356,8 @@ func (s *scaleRun) run(ctx context.Context) Result {
 	if s.ledger.firstFalse != "" {
 		fmt.Fprintf(&note, " (first: %s)", s.ledger.firstFalse)
 	}
-	fmt.Fprintf(&note, "; registered in %s (%.0f/s, %d writers, %d failed); kept alive %s over %d NATS conns, one heartbeat per %s, %d sent, max gap %s",
-		reg.elapsed.Round(time.Millisecond), reg.rate(), conc, reg.errs, keepAlive.Round(time.Second), len(conns), s.period,
+	fmt.Fprintf(&note, "; registered in %s (%.0f/s, %d writers, %d failed, %d retries); kept alive %s over %d NATS conns, one heartbeat per %s, %d sent, max gap %s",
+		reg.elapsed.Round(time.Millisecond), reg.rate(), conc, reg.errs, s.regRetries.Load(), keepAlive.Round(time.Second), len(conns), s.period,
 		s.hbSent.Load(), time.Duration(s.ledger.maxGap.Load()).Round(time.Millisecond))
 	fmt.Fprintf(&note, "; heartbeat requests: %d errors, %d no responders, %d unanswered", s.failedOps.Load(), s.dropped.Load(), s.lost.Load())
 	if r := w.reconnects.Load(); r > 0 {
@@ -400,19 +401,37 @@ func (s *scaleRun) registerOp(svc string) func(w int) (func(int64) error, func()
 			id := instanceID(scalePrefix, seq)
 			body = appendInstanceBody(body[:0], id, seq)
 			r := request{method: http.MethodPut, path: instancePath(svc, id), body: body}
-			t0 := time.Now()
-			st, resp, err := d.do(&r)
-			if err != nil {
-				return err
+			// A registration answered "retry" (an election on a busy host
+			// took the leader away mid-write) is sent again, as a client
+			// would: the same PUT is a no-op if the first one was applied.
+			var err error
+			for try := 0; try < registerTries; try++ {
+				if try > 0 {
+					s.regRetries.Add(1)
+					time.Sleep(time.Duration(try) * 200 * time.Millisecond)
+				}
+				t0 := time.Now()
+				st, resp, derr := d.do(&r)
+				if derr != nil {
+					return derr
+				}
+				if st == http.StatusOK {
+					s.ledger.registeredAt(int(seq), t0)
+					return nil
+				}
+				err = httpError(st, resp)
+				if ae := (*api.Error)(nil); !errors.As(err, &ae) || !ae.Retry {
+					return err
+				}
 			}
-			if st != http.StatusOK {
-				return httpError(st, resp)
-			}
-			s.ledger.registeredAt(int(seq), t0)
-			return nil
+			return err
 		}, d.close
 	}
 }
+
+// registerTries is how many times a registration answered with a
+// retryable error is sent before it counts as failed.
+const registerTries = 5
 
 // markerTimeout is how long a heartbeat request may go unanswered before it
 // is taken as lost (its server went away, as the restarted follower does)
