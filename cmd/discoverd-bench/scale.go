@@ -174,11 +174,11 @@ type scaleRun struct {
 	ledger *expiryLedger
 	svc    string
 	// pids of the --http servers, in order; 0 where unknown.
-	pids    []int
-	rssFrom []int64
-	leader  int // index in b.servers
-	target  int // the follower restarted, -1 for none
-	watch   int // the server whose SSE stream is watched
+	pids              []int
+	rssFrom, anonFrom []int64
+	leader            int // index in b.servers
+	target            int // the follower restarted, -1 for none
+	watch             int // the server whose SSE stream is watched
 	// failedOps: heartbeat requests answered with an error; dropped: with
 	// "no responders"; lost: not answered within markerTimeout.
 	failedOps, dropped, lost atomic.Int64
@@ -207,6 +207,7 @@ func newScaleRun(ctx context.Context, b *bench) (*scaleRun, error) {
 		}
 	}
 	s.rssFrom = make([]int64, len(b.servers))
+	s.anonFrom = make([]int64, len(b.servers))
 	for i, pid := range s.pids {
 		if pid == 0 {
 			continue
@@ -215,7 +216,7 @@ func newScaleRun(ctx context.Context, b *bench) (*scaleRun, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading the memory of pid %d (%s): %v", pid, b.servers[i].host, err)
 		}
-		s.rssFrom[i] = m.rss
+		s.rssFrom[i], s.anonFrom[i] = m.rss, m.anon
 	}
 	s.leader = -1
 	for i, srv := range b.servers {
@@ -763,8 +764,10 @@ func (s *scaleRun) rssNote(newPID int) (string, float64) {
 			continue
 		}
 		per := float64(m.rss-s.rssFrom[i]) / float64(s.n)
+		anon := float64(m.anon-s.anonFrom[i]) / float64(s.n)
 		worst = max(worst, per)
-		p := fmt.Sprintf("%s %.0f B (%.0f MiB)", host, per, mib(m.rss))
+		// The rest is file-backed: mostly the Raft log's mapped bolt file.
+		p := fmt.Sprintf("%s %.0f B = anon %.0f + file %.0f (%.0f MiB)", host, per, anon, per-anon, mib(m.rss))
 		switch i {
 		case s.leader:
 			p += " leader"
