@@ -282,7 +282,7 @@ func (s *scaleRun) run(ctx context.Context) Result {
 	defer w.stop()
 
 	// Heartbeats run from the start: each instance is heartbeated once its
-	// registration has been sent, so that the first ones do not lapse
+	// registration has been answered, so that the first ones do not lapse
 	// while the last are registered.
 	hbCtx, stopHeartbeats := context.WithCancel(ctx)
 	defer stopHeartbeats()
