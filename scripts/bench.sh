@@ -48,6 +48,8 @@
 #   BENCH_CLUSTER_WORKLOADS phase-3 workloads (default: memory heartbeat-http
 #                     heartbeat-nats heartbeat-nats-req register event-latency
 #                     fanout)
+#   BENCH_SCALE=0     skip the scale phase (BENCH_SCALE_INSTANCES,
+#                     BENCH_SCALE_DURATION, BENCH_SCALE_TTL: see that phase)
 #   BENCH_IDLE        seconds the fresh 3-voter cluster is left idle while
 #                     its CPU is measured, before phase 3 (default 20, 0: skip)
 #   BENCH_ETCD        auto (default): after the cluster, run the etcd phase
@@ -434,6 +436,23 @@ if [[ "$CLUSTER" == 1 ]]; then
 		--wait "${START_TIMEOUT}s" --ttl "$DETECT_TTL" detect || status=1
 	phase_footer "$load"
 	stop_servers
+fi
+
+# --- scale phase: a short run of the scale workload (scripts/scale.sh) ---
+# Its own fresh 3 voters with --instance-ttl BENCH_SCALE_TTL (6s: every
+# instance is heartbeated each 2 s, and a lapse shows within the run), a
+# follower restarted half way. BENCH_SCALE=0 skips it; BENCH_SCALE_INSTANCES
+# (20000), BENCH_SCALE_DURATION (20s) and BENCH_SCALE_TTL (6s) size it. The
+# 1,000,000-instance run is scripts/scale.sh with its defaults.
+if [[ "$CLUSTER" == 1 && "${BENCH_SCALE:-1}" != 0 ]]; then
+	scale_n=${BENCH_SCALE_INSTANCES:-20000}
+	scale_dur=${BENCH_SCALE_DURATION:-20s}
+	scale_ttl=${BENCH_SCALE_TTL:-6s}
+	echo
+	echo "== scale: 3 voters, $scale_n instances kept alive $scale_dur over NATS, --instance-ttl $scale_ttl, a follower restarted half way =="
+	SCALE_BUILD=0 SCALE_INSTANCES="$scale_n" SCALE_DURATION="$scale_dur" SCALE_TTL="$scale_ttl" \
+		SCALE_CONCURRENCY="$CONCURRENCY" SCALE_OUT="$out/scale.json" SCALE_ARGS="--no-progress" GO="$GO" \
+		scripts/scale.sh || status=1
 fi
 
 # etcd phase: a 3-member etcd on loopback, measured with the load of the

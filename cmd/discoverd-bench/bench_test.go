@@ -102,7 +102,7 @@ func TestEveryWorkload(t *testing.T) {
 	for _, r := range results {
 		byName[r.Workload] = r
 	}
-	for _, wl := range workloads {
+	for _, wl := range inAll() {
 		r, ok := byName[wl.name]
 		if !ok {
 			t.Errorf("%s: no result", wl.name)
@@ -111,8 +111,8 @@ func TestEveryWorkload(t *testing.T) {
 		t.Logf("%s", r.short())
 		checkResult(t, r, s.nats != "")
 	}
-	if len(results) != len(workloads) {
-		t.Errorf("%d results for %d workloads", len(results), len(workloads))
+	if len(results) != len(inAll()) {
+		t.Errorf("%d results for %d workloads", len(results), len(inAll()))
 	}
 	// Every bench service was removed.
 	resp, err := http.Get(s.http + "/services")
@@ -372,8 +372,8 @@ func TestEveryWorkloadOnACluster(t *testing.T) {
 	// Fewer detect samples: a cluster commits each registration on a
 	// quorum's disks, and detect must register them all within the TTL.
 	results := runJSON(t, s.smallArgs("--json", "--wait", "20s", "--samples", "20", "all"))
-	if len(results) != len(workloads) {
-		t.Errorf("%d results for %d workloads", len(results), len(workloads))
+	if len(results) != len(inAll()) {
+		t.Errorf("%d results for %d workloads", len(results), len(inAll()))
 	}
 	for _, r := range results {
 		t.Logf("%s", r.short())

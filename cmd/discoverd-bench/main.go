@@ -8,7 +8,8 @@
 // same against --https with --token and --ca), heartbeat-nats,
 // heartbeat-nats-baseline, heartbeat-nats-req, register,
 // register-large, event-latency (event-latency-sse, event-latency-nats),
-// detect, fanout (fanout-sse, fanout-nats), memory, dns (with --dns), and all.
+// detect, fanout (fanout-sse, fanout-nats), memory, dns (with --dns), all
+// (every one but scale) and scale.
 //
 // It imports only the shared api types, the version, nats.go, nats-server
 // (for a baseline) and miekg/dns, never discoverd's server packages,
@@ -31,6 +32,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -100,6 +102,13 @@ type config struct {
 	etcd        []string
 	dnsDomain   string
 	showVersion bool
+	// scale: instances, heartbeat period, the servers' pids (in --http
+	// order) and how to restart a follower.
+	scaleInstances int
+	scalePeriod    time.Duration
+	pids           []int
+	restartCmd     string
+	restartLog     string
 }
 
 // workload is one named benchmark. A workload may produce several rows
@@ -109,6 +118,10 @@ type workload struct {
 	about string
 	run   func(ctx context.Context, b *bench) []Result
 }
+
+// byNameOnly are the workloads left out of "all", run only when named:
+// scale sizes itself to the server's TTL and runs for minutes.
+var byNameOnly = map[string]bool{"scale": true}
 
 var workloads = []workload{
 	// memory runs first in "all": on a server that has already held and freed
@@ -131,6 +144,7 @@ var workloads = []workload{
 	{"fanout-nats", "leader change seen by --subscribers NATS subscribers", runFanoutNATS},
 	{"detect", "last heartbeat -> down event, minus --ttl", runDetect},
 	{"etcd-register", "a lease grant + put per registration against the --etcd endpoints (etcd's JSON gateway), as register does against discoverd", runEtcdRegister},
+	{"scale", "--scale-instances in one service, registered then kept alive over NATS for --duration, a follower restarted half way; false expiries are errors (not in all)", runScale},
 	{"dns", "DNS queries/s over UDP (A and SRV of 100 instances, a leader name) against --dns and a plain miekg/dns server", runDNS},
 }
 
@@ -198,6 +212,12 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	var etcdList string
 	fs.StringVar(&etcdList, "etcd", "", "comma list of etcd client URLs (http://host:port) for etcd-register")
 	fs.StringVar(&cfg.dnsDomain, "dns-domain", "discoverd.", "the server's --dns-domain")
+	fs.IntVar(&cfg.scaleInstances, "scale-instances", 20000, "instances registered and kept alive by scale")
+	fs.DurationVar(&cfg.scalePeriod, "scale-period", 0, "scale: time between two heartbeats of one instance (default --ttl/3)")
+	var pidList string
+	fs.StringVar(&pidList, "pids", "", "scale: comma list of the --http servers' process ids, in the same order (default: the processes listening on their ports); with no --restart-cmd, scale restarts a follower by relaunching its command line")
+	fs.StringVar(&cfg.restartCmd, "restart-cmd", "", "scale: shell command that restarts a follower, run with DISCOVERD_RESTART_URL, _ADDR, _INDEX (in --http) and _PID set; it returns once the old process has exited and may print the new pid last")
+	fs.StringVar(&cfg.restartLog, "restart-log", "", "scale: file for the output of a follower relaunched from --pids (default: one in the temp dir)")
 	fs.BoolVar(&cfg.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&cfg.render, "render", "", "print the table of a --json output `file` and exit (no workloads run)")
 	fs.Usage = usage(fs, stderr)
@@ -211,6 +231,19 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	cfg.https = splitList(httpsList)
 	cfg.nats = splitList(natsList)
 	cfg.etcd = splitList(etcdList)
+	for _, p := range splitList(pidList) {
+		pid, err := strconv.Atoi(p)
+		if err != nil || pid <= 0 {
+			return nil, nil, fmt.Errorf("--pids: %q is not a process id", p)
+		}
+		cfg.pids = append(cfg.pids, pid)
+	}
+	if len(cfg.pids) > 0 && len(cfg.pids) != len(cfg.http) {
+		return nil, nil, fmt.Errorf("--pids lists %d processes for %d --http servers", len(cfg.pids), len(cfg.http))
+	}
+	if cfg.scalePeriod < 0 {
+		return nil, nil, errors.New("--scale-period must not be negative")
+	}
 	if len(cfg.http) == 0 {
 		return nil, nil, errors.New("--http: at least one server URL is needed")
 	}
@@ -220,7 +253,8 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 	}{{"--instances", cfg.instances}, {"--concurrency", cfg.concurrency}, {"--samples", cfg.samples},
 		{"--subscribers", cfg.subscribers}, {"--fanout-rounds", cfg.rounds}, {"--large-instances", cfg.large},
 		{"--memory-instances", cfg.memInstances}, {"--nats-conns", cfg.natsConns},
-		{"--streams-per-addr", cfg.streamsPerAddr}, {"--subs-per-conn", cfg.subsPerConn}} {
+		{"--streams-per-addr", cfg.streamsPerAddr}, {"--subs-per-conn", cfg.subsPerConn},
+		{"--scale-instances", cfg.scaleInstances}} {
 		if v.n < 1 {
 			return nil, nil, fmt.Errorf("%s must be at least 1", v.name)
 		}
@@ -247,7 +281,9 @@ func parseArgs(args []string, stderr io.Writer) (*config, []string, error) {
 		switch {
 		case arg == "all":
 			for _, wl := range workloads {
-				addName(wl.name)
+				if !byNameOnly[wl.name] {
+					addName(wl.name)
+				}
 			}
 		case aliases[arg] != nil:
 			for _, n := range aliases[arg] {
