@@ -37,6 +37,10 @@ type Subscription struct {
 	kinds   api.KindMask
 	// ready has room for one signal: events wait, or the stream ended.
 	ready chan struct{}
+	// notify, once set, is called instead of signalling ready: a
+	// transport that writes many streams from a few goroutines learns
+	// which are ready without a goroutine waiting on each.
+	notify atomic.Pointer[func()]
 
 	mu     sync.Mutex
 	queue  []api.Event
@@ -95,8 +99,28 @@ func (s *Subscription) send(ev *api.Event) bool {
 	return true
 }
 
-// signal wakes the reader; s.mu is held.
+// Notify makes the stream call fn, instead of signalling Ready, each time
+// events start to wait or the stream ends; if some wait already, or it has
+// ended, fn is called at once. fn runs with the node's fan-out lock held:
+// it must not block nor call back into the stream (Take, Close); it is
+// meant to queue the stream for a writer.
+func (s *Subscription) Notify(fn func()) {
+	s.mu.Lock()
+	s.notify.Store(&fn)
+	pending := len(s.queue) > 0 || s.closed
+	s.mu.Unlock()
+	if pending {
+		fn()
+	}
+}
+
+// signal wakes the reader; s.mu is held, except by closeAll, which has
+// marked the stream closed.
 func (s *Subscription) signal() {
+	if fn := s.notify.Load(); fn != nil {
+		(*fn)()
+		return
+	}
 	select {
 	case s.ready <- struct{}{}:
 	default:
@@ -293,8 +317,8 @@ func (h *hub) closeAll(err error) {
 	h.ended = make(chan struct{})
 	h.mu.Unlock()
 	for _, sub := range subs {
-		// The ready channel is never closed, so no lock is needed to
-		// signal it.
+		// The ready channel is never closed and notify is an atomic, so
+		// no lock is needed to signal a stream.
 		sub.signal()
 	}
 }
