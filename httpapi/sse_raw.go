@@ -70,6 +70,7 @@ func (h *handler) serveRaw(w http.ResponseWriter, st Stream) bool {
 	}
 	return true
 }
+
 // waitGone closes st and the connection once the client closes its end
 // (or the connection fails), which ends rawLoop, even in a write.
 func waitGone(conn net.Conn, st Stream) {
