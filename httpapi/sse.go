@@ -140,7 +140,13 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, service string,
 			if cap(evs) > maxKeptEvents {
 				evs = nil
 			}
-			if err := rc.Flush(); err != nil || !open {
+			if !open {
+				// No flush of its own: net/http flushes what is left when the
+				// handler returns, in the frame that ends the stream, so a
+				// node ending 100,000 streams sends one frame each, not two.
+				return
+			}
+			if err := rc.Flush(); err != nil {
 				return
 			}
 			reportWritten(st, n)
