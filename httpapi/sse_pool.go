@@ -15,8 +15,13 @@ import (
 // rawWriteTimeout bounds one write of a pooled HTTP/1.1 stream, so that a
 // client that stopped reading cannot hold one of the few writers: past it
 // the stream gets a goroutine of its own, which writes without a deadline
-// (see rawStream.detach).
-const rawWriteTimeout = 250 * time.Millisecond
+// (see rawStream.detach). A write waits only when the client's socket
+// buffer is full, which a client that keeps reading does not reach with
+// events of a few hundred bytes; and being moved to a goroutine of its own
+// costs a stream only that goroutine. So the bound is short: a client
+// holding 1,024 stuck streams (the per-client limit) costs the writers at
+// most 1,024 × 20 ms, once.
+const rawWriteTimeout = 20 * time.Millisecond
 
 // rawPool writes the events of hijacked HTTP/1.1 streams from a few
 // goroutines instead of one per stream. A fan-out to n streams then costs
@@ -160,8 +165,8 @@ func (rs *rawStream) serve(buf []byte) []byte {
 		rs.conn.SetWriteDeadline(time.Now().Add(rawWriteTimeout))
 		written, err := rs.conn.Write(buf)
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && open {
-				rs.detach(append([]byte(nil), buf[written:]...))
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				rs.detach(append([]byte(nil), buf[written:]...), open)
 				return buf
 			}
 			rs.finish()
@@ -209,21 +214,23 @@ func (rs *rawStream) take(buf []byte) ([]byte, bool, int) {
 }
 
 // detach gives rs a goroutine of its own, which first writes pending: its
-// client has not taken a write within rawWriteTimeout. It is written
+// client has not taken a write within rawWriteTimeout. If the stream has
+// ended (open false), pending holds its last bytes, the error event
+// included, and the goroutine ends after writing them. It is written
 // without a deadline from then on, as net/http writes a stream, so that a
 // client that reads again gets every event, or, if it fell too far behind,
 // the error event that closed it.
-func (rs *rawStream) detach(pending []byte) {
+func (rs *rawStream) detach(pending []byte, open bool) {
 	rs.ch = make(chan struct{}, 1)
 	rs.detached.Store(true)
 	rs.conn.SetWriteDeadline(time.Time{})
-	go rs.loop(pending)
+	go rs.loop(pending, open)
 }
 
 // loop writes a detached stream until it ends.
-func (rs *rawStream) loop(pending []byte) {
+func (rs *rawStream) loop(pending []byte, open bool) {
 	defer rs.finish()
-	if _, err := rs.conn.Write(pending); err != nil {
+	if _, err := rs.conn.Write(pending); err != nil || !open {
 		return
 	}
 	ticker := time.NewTicker(rs.pool.keepAlive)
@@ -232,7 +239,6 @@ func (rs *rawStream) loop(pending []byte) {
 	for {
 		// A first pass without waiting: the stream may have been
 		// notified while it was being detached.
-		var open bool
 		var n int
 		buf, open, n = rs.take(buf[:0])
 		if len(buf) > 0 {

@@ -228,11 +228,53 @@ func TestRawPoolStuckClient(t *testing.T) {
 	r := waitRead(t, "the live stream", liveRead)
 	checkInOrder(t, "the live stream", r.ids, events)
 
+	// Half of them end before their client reads again, so that the
+	// write that times out may hold their last events and error event.
+	for i, s := range stuck {
+		if i%2 == 0 {
+			s.st.end(ErrTestEnded)
+		}
+	}
 	for i, s := range stuck {
 		ch := readAsync(s.client)
 		s.st.end(ErrTestEnded)
-		r := waitRead(t, "stuck stream "+strconv.Itoa(i), ch)
-		checkInOrder(t, "stuck stream "+strconv.Itoa(i), r.ids, events)
+		name := "stuck stream " + strconv.Itoa(i)
+		r := waitRead(t, name, ch)
+		checkInOrder(t, name, r.ids, events)
+		if !strings.Contains(r.errData, "test ended") {
+			t.Fatalf("%s: final error event %q", name, r.errData)
+		}
+	}
+	waitPoolEmpty(t, p)
+}
+
+// TestRawPoolStuckClientLastWrite checks a stream whose last write (its
+// events and its error event, taken at once) is not taken within the
+// write timeout: the client still gets all of it when it reads again.
+func TestRawPoolStuckClientLastWrite(t *testing.T) {
+	p := newRawPool(time.Hour)
+	server, client := net.Pipe()
+	t.Cleanup(func() { client.Close() })
+	st := &fakeStream{}
+	const events = 20
+	for i := 1; i <= events; i++ {
+		st.send(leaderEvent(i))
+	}
+	st.end(ErrTestEnded)
+	p.add(server, st, st)
+	// Read only once the write has timed out (a pipe takes nothing until
+	// it is read) and the stream has a goroutine of its own.
+	deadline := time.Now().Add(30 * time.Second)
+	for !poolDetached(p) {
+		if time.Now().After(deadline) {
+			t.Fatal("the stream's write did not time out")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r := waitRead(t, "the stream", readAsync(client))
+	checkInOrder(t, "the stream", r.ids, events)
+	if !strings.Contains(r.errData, "test ended") {
+		t.Fatalf("final error event %q", r.errData)
 	}
 	waitPoolEmpty(t, p)
 }
@@ -269,6 +311,19 @@ func TestRawPoolKeepAlive(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	waitPoolEmpty(t, p)
+}
+
+// poolDetached reports whether p holds a stream that has a goroutine of
+// its own.
+func poolDetached(p *rawPool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for rs := range p.streams {
+		if rs.detached.Load() {
+			return true
+		}
+	}
+	return false
 }
 
 // waitPoolEmpty waits until every stream of p has left it.
