@@ -87,16 +87,17 @@ func (s *Subscription) Err() error {
 func (s *Subscription) Close() { s.hub.remove(s, nil) }
 
 // send queues ev without ever blocking; it reports false when the
-// subscriber is too far behind (and must be closed) or already closed.
-func (s *Subscription) send(ev *api.Event) bool {
+// subscriber is too far behind (and must be closed) or already closed, and
+// first when ev is the only event waiting: the reader must then be
+// signalled (it was signalled already for any event waiting before).
+func (s *Subscription) send(ev *api.Event) (ok, first bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || len(s.queue) >= s.limit {
-		return false
+		return false, false
 	}
 	s.queue = append(s.queue, *ev)
-	s.signal()
-	return true
+	return true, len(s.queue) == 1
 }
 
 // Notify makes the stream call fn, instead of signalling Ready, each time
@@ -114,8 +115,8 @@ func (s *Subscription) Notify(fn func()) {
 	}
 }
 
-// signal wakes the reader; s.mu is held, except by closeAll, which has
-// marked the stream closed.
+// signal wakes the reader. It needs no lock: the ready channel is never
+// closed and notify is an atomic.
 func (s *Subscription) signal() {
 	if fn := s.notify.Load(); fn != nil {
 		(*fn)()
@@ -136,6 +137,9 @@ type hub struct {
 	subs map[string]map[*Subscription]struct{}
 	// all receives every event of every service (the NATS publisher).
 	all []func(*api.Event)
+	// wake is publish's list of subscriptions to signal, kept between
+	// entries so that a fan-out to many streams does not allocate it.
+	wake []*Subscription
 
 	// history is a ring of the last historySize events; floor is the index at
 	// or below which events may be missing from it.
@@ -182,6 +186,7 @@ func (h *hub) publish(events []api.Event, restored bool) {
 	if len(h.subs) > 0 {
 		h.published.Store(time.Now().UnixNano())
 	}
+	wake := h.wake[:0]
 	for i := range events {
 		ev := &events[i]
 		if restored {
@@ -200,11 +205,22 @@ func (h *hub) publish(events []api.Event, restored bool) {
 			if !sub.kinds.Has(ev.Kind) {
 				continue
 			}
-			if !sub.send(ev) {
+			ok, first := sub.send(ev)
+			if !ok {
 				h.closeLocked(sub, ErrSlowSubscriber)
+			} else if first {
+				wake = append(wake, sub)
 			}
 		}
 	}
+	// The readers are signalled once every event of the entry waits, so
+	// that a reader takes them together (a leader's down and the new
+	// leader in one write) rather than the first alone.
+	for _, sub := range wake {
+		sub.signal()
+	}
+	clear(wake)
+	h.wake = wake[:0]
 }
 
 func (h *hub) record(ev *api.Event) {
