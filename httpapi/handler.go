@@ -56,6 +56,8 @@ type handler struct {
 	routes []route
 	// metricsHTTP serves GET /metrics from the backend's registry.
 	metricsHTTP http.Handler
+	// raw writes the HTTP/1.1 event streams (sse_pool.go).
+	raw *rawPool
 
 	// index caches the formatted Discoverd-Index header value of the last
 	// index answered, as most responses in a row carry the same one.
@@ -82,6 +84,7 @@ func New(b Backend, opts Options) http.Handler {
 	if h.keepAlive <= 0 {
 		h.keepAlive = DefaultKeepAlive
 	}
+	h.raw = newRawPool(h.keepAlive)
 	h.metricsHTTP = newMetricsHandler(b, h.log)
 	page := ui.New(uiBackend(b))
 	routes := []route{

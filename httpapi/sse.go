@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/discoverd/discoverd/api"
@@ -29,6 +30,34 @@ func appendSSEEvent(dst []byte, ev *api.Event) []byte {
 	dst = append(dst, "\ndata: "...)
 	dst = appendEvent(dst, ev)
 	return append(dst, "\n\n"...)
+}
+
+// sharedEvents holds the SSE encoding of the events fanned out last, so
+// that a fan-out to n streams encodes each event once, not n times. A slot
+// is chosen by index and kind, as one entry's events (a leader's down and
+// the new leader) go out together; an event is a hit only if it equals the
+// one encoded, so a miss costs an encoding and never gives wrong bytes.
+var sharedEvents [16]atomic.Pointer[encodedEvent]
+
+type encodedEvent struct {
+	ev  api.Event
+	sse []byte
+}
+
+// sharedSSEEvent returns ev as one SSE event (appendSSEEvent's bytes). The
+// bytes are shared: the caller must not change them.
+func sharedSSEEvent(ev *api.Event) []byte {
+	h := ev.Index*31 + uint64(len(ev.Kind))
+	if len(ev.Kind) > 0 {
+		h += uint64(ev.Kind[0])
+	}
+	slot := &sharedEvents[h%uint64(len(sharedEvents))]
+	if e := slot.Load(); e != nil && e.ev == *ev {
+		return e.sse
+	}
+	e := &encodedEvent{ev: *ev, sse: appendSSEEvent(nil, ev)}
+	slot.Store(e)
+	return e.sse
 }
 
 // appendSSEError appends the final event of a stream that failed.
@@ -111,7 +140,13 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, service string,
 			if cap(evs) > maxKeptEvents {
 				evs = nil
 			}
-			if err := rc.Flush(); err != nil || !open {
+			if !open {
+				// No flush of its own: net/http flushes what is left when the
+				// handler returns, in the frame that ends the stream, so a
+				// node ending 100,000 streams sends one frame each, not two.
+				return
+			}
+			if err := rc.Flush(); err != nil {
 				return
 			}
 			reportWritten(st, n)
@@ -133,7 +168,7 @@ func writeEvents(w io.Writer, evs []api.Event, open bool, st Stream) bool {
 	buf := (*bp)[:0]
 	defer func() { *bp = buf }()
 	for i := range evs {
-		buf = appendSSEEvent(buf, &evs[i])
+		buf = append(buf, sharedSSEEvent(&evs[i])...)
 		if len(buf) >= chunkSize {
 			if _, err := w.Write(buf); err != nil {
 				return false

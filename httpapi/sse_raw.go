@@ -9,9 +9,10 @@ import (
 )
 
 // headWriteTimeout bounds the write of a stream's response head. Events
-// are written with no deadline, as net/http writes a stream: a reader that
-// falls behind is closed as a slow subscriber, and must still get the
-// error event that says so once it reads again.
+// are written by the pool within rawWriteTimeout, then, for a client that
+// did not take them, with no deadline, as net/http writes a stream: a
+// reader that falls behind is closed as a slow subscriber, and must still
+// get the error event that says so once it reads again.
 const headWriteTimeout = 10 * time.Second
 
 // serveRaw serves an HTTP/1.1 event stream on the connection itself, so
@@ -20,8 +21,8 @@ const headWriteTimeout = 10 * time.Second
 // two goroutines (the handler's, with the deep stack it grew while it
 // parsed the request and read the state, and a background reader) for
 // every open response; a hijacked stream holds one shallow goroutine that
-// waits for events, one that waits for the client to go away, and no
-// buffer while idle. The body is the raw event stream, delimited by the
+// waits for the client to go away, and no buffer while idle: its events
+// are written by the handler's few pool writers (sse_pool.go). The body is the raw event stream, delimited by the
 // connection's close (Connection: close), which every HTTP/1.1 client
 // reads.
 //
@@ -62,7 +63,11 @@ func (h *handler) serveRaw(w http.ResponseWriter, st Stream) bool {
 	// is of no use.
 	_ = brw
 	go waitGone(conn, st)
-	go h.rawLoop(conn, st)
+	if n, ok := notifierOf(st); ok {
+		h.raw.add(conn, st, n)
+	} else {
+		go h.rawLoop(conn, st)
+	}
 	return true
 }
 
@@ -79,7 +84,8 @@ func waitGone(conn net.Conn, st Stream) {
 	}
 }
 
-// rawLoop writes st's events to conn until st ends, then closes conn.
+// rawLoop writes st's events to conn until st ends, then closes conn: a
+// goroutine per stream, for streams that cannot notify a pool.
 func (h *handler) rawLoop(conn net.Conn, st Stream) {
 	defer conn.Close()
 	defer st.Close()

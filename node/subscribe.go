@@ -37,6 +37,10 @@ type Subscription struct {
 	kinds   api.KindMask
 	// ready has room for one signal: events wait, or the stream ended.
 	ready chan struct{}
+	// notify, once set, is called instead of signalling ready: a
+	// transport that writes many streams from a few goroutines learns
+	// which are ready without a goroutine waiting on each.
+	notify atomic.Pointer[func()]
 
 	mu     sync.Mutex
 	queue  []api.Event
@@ -83,20 +87,41 @@ func (s *Subscription) Err() error {
 func (s *Subscription) Close() { s.hub.remove(s, nil) }
 
 // send queues ev without ever blocking; it reports false when the
-// subscriber is too far behind (and must be closed) or already closed.
-func (s *Subscription) send(ev *api.Event) bool {
+// subscriber is too far behind (and must be closed) or already closed, and
+// first when ev is the only event waiting: the reader must then be
+// signalled (it was signalled already for any event waiting before).
+func (s *Subscription) send(ev *api.Event) (ok, first bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || len(s.queue) >= s.limit {
-		return false
+		return false, false
 	}
 	s.queue = append(s.queue, *ev)
-	s.signal()
-	return true
+	return true, len(s.queue) == 1
 }
 
-// signal wakes the reader; s.mu is held.
+// Notify makes the stream call fn, instead of signalling Ready, each time
+// events start to wait or the stream ends; if some wait already, or it has
+// ended, fn is called at once. fn runs with the node's fan-out lock held:
+// it must not block nor call back into the stream (Take, Close); it is
+// meant to queue the stream for a writer.
+func (s *Subscription) Notify(fn func()) {
+	s.mu.Lock()
+	s.notify.Store(&fn)
+	pending := len(s.queue) > 0 || s.closed
+	s.mu.Unlock()
+	if pending {
+		fn()
+	}
+}
+
+// signal wakes the reader. It needs no lock: the ready channel is never
+// closed and notify is an atomic.
 func (s *Subscription) signal() {
+	if fn := s.notify.Load(); fn != nil {
+		(*fn)()
+		return
+	}
 	select {
 	case s.ready <- struct{}{}:
 	default:
@@ -112,6 +137,9 @@ type hub struct {
 	subs map[string]map[*Subscription]struct{}
 	// all receives every event of every service (the NATS publisher).
 	all []func(*api.Event)
+	// wake is publish's list of subscriptions to signal, kept between
+	// entries so that a fan-out to many streams does not allocate it.
+	wake []*Subscription
 
 	// history is a ring of the last historySize events; floor is the index at
 	// or below which events may be missing from it.
@@ -158,6 +186,7 @@ func (h *hub) publish(events []api.Event, restored bool) {
 	if len(h.subs) > 0 {
 		h.published.Store(time.Now().UnixNano())
 	}
+	wake := h.wake[:0]
 	for i := range events {
 		ev := &events[i]
 		if restored {
@@ -176,11 +205,22 @@ func (h *hub) publish(events []api.Event, restored bool) {
 			if !sub.kinds.Has(ev.Kind) {
 				continue
 			}
-			if !sub.send(ev) {
+			ok, first := sub.send(ev)
+			if !ok {
 				h.closeLocked(sub, ErrSlowSubscriber)
+			} else if first {
+				wake = append(wake, sub)
 			}
 		}
 	}
+	// The readers are signalled once every event of the entry waits, so
+	// that a reader takes them together (a leader's down and the new
+	// leader in one write) rather than the first alone.
+	for _, sub := range wake {
+		sub.signal()
+	}
+	clear(wake)
+	h.wake = wake[:0]
 }
 
 func (h *hub) record(ev *api.Event) {
@@ -293,8 +333,8 @@ func (h *hub) closeAll(err error) {
 	h.ended = make(chan struct{})
 	h.mu.Unlock()
 	for _, sub := range subs {
-		// The ready channel is never closed, so no lock is needed to
-		// signal it.
+		// The ready channel is never closed and notify is an atomic, so
+		// no lock is needed to signal a stream.
 		sub.signal()
 	}
 }

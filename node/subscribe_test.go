@@ -104,3 +104,76 @@ func TestSubscriptionFallingBehindIsClosedWithAnError(t *testing.T) {
 		t.Fatalf("closedSlow %d, want 1", got)
 	}
 }
+
+// TestSubscriptionNotify checks the callback that replaces Ready for a
+// transport writing many streams from a few goroutines: it is called at
+// once for a prelude already waiting, when events start to wait, when the
+// subscriber falls behind and is closed, and when closeAll ends every
+// stream; Ready is not signalled meanwhile.
+func TestSubscriptionNotify(t *testing.T) {
+	h := newHub()
+	sub := h.add("web", api.AllKinds, func(func(uint64) ([]api.Event, bool)) []api.Event {
+		return []api.Event{{Service: "web", Kind: api.EventCurrent, Index: 1}}
+	})
+	<-sub.Ready() // the prelude's signal, before Notify
+	calls := 0
+	sub.Notify(func() { calls++ })
+	if calls != 1 {
+		t.Fatalf("Notify with the prelude waiting called back %d times, want 1", calls)
+	}
+	evs, open := sub.Take(nil)
+	if !open || len(evs) != 1 {
+		t.Fatalf("took %+v open %v", evs, open)
+	}
+	for i := uint64(2); i <= 4; i++ {
+		h.publish([]api.Event{{Service: "web", Kind: api.EventUp, Index: i}}, false)
+	}
+	// Called when events start to wait, not for each: the reader takes
+	// them all when it runs.
+	if calls != 2 {
+		t.Fatalf("3 events published: %d callbacks in all, want 2 (the prelude, then the first event)", calls)
+	}
+	select {
+	case <-sub.Ready():
+		t.Fatal("Ready signalled for a subscription that notifies")
+	default:
+	}
+	evs, open = sub.Take(evs[:0])
+	if !open || len(evs) != 3 || evs[0].Index != 2 || evs[2].Index != 4 {
+		t.Fatalf("took %+v open %v, want indexes 2..4", evs, open)
+	}
+
+	// Falling behind closes it, and says so through the callback.
+	// (The limit counts the prelude: 1 + subscriberBuffer events may wait.)
+	last := uint64(5 + subscriberBuffer + 1)
+	for i := uint64(5); i < last; i++ {
+		h.publish([]api.Event{{Service: "web", Kind: api.EventUp, Index: i}}, false)
+	}
+	before := calls
+	h.publish([]api.Event{{Service: "web", Kind: api.EventUp, Index: last}}, false)
+	if calls != before+1 {
+		t.Fatalf("closing the subscriber that fell behind: %d callbacks, want 1", calls-before)
+	}
+	h.publish([]api.Event{{Service: "web", Kind: api.EventUp, Index: last + 1}}, false)
+	if calls != before+1 {
+		t.Fatalf("a closed subscription was notified of a later event")
+	}
+	if _, open := sub.Take(nil); open || sub.Err() != ErrSlowSubscriber {
+		t.Fatalf("open %v err %v, want closed with ErrSlowSubscriber", open, sub.Err())
+	}
+
+	// closeAll notifies each stream it ends.
+	other := h.add("web", api.AllKinds, func(func(uint64) ([]api.Event, bool)) []api.Event { return nil })
+	ended := 0
+	other.Notify(func() { ended++ })
+	if ended != 0 {
+		t.Fatalf("Notify with nothing waiting called back")
+	}
+	h.closeAll(ErrShutdown)
+	if ended != 1 {
+		t.Fatalf("closeAll notified %d times, want 1", ended)
+	}
+	if _, open := other.Take(nil); open || other.Err() != ErrShutdown {
+		t.Fatalf("open %v err %v, want closed with ErrShutdown", open, other.Err())
+	}
+}

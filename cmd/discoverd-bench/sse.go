@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/discoverd/discoverd/api"
 )
@@ -99,11 +100,7 @@ func (s *sseStream) next() (api.Event, error) {
 				}
 				return api.Event{}, fmt.Errorf("stream ended with error %s", s.data)
 			}
-			var ev api.Event
-			if err := json.Unmarshal(s.data, &ev); err != nil {
-				return api.Event{}, fmt.Errorf("malformed event %q: %v", s.data, err)
-			}
-			return ev, nil
+			return decodeShared(s.data)
 		case line[0] == ':':
 		case bytes.HasPrefix(line, []byte("data:")):
 			v := bytes.TrimPrefix(line[5:], []byte(" "))
@@ -115,6 +112,31 @@ func (s *sseStream) next() (api.Event, error) {
 			isError = string(bytes.TrimSpace(line[6:])) == "error"
 		}
 	}
+}
+
+// lastDecoded is the event the streams decoded last. In a fanout every
+// stream reads the same bytes for each leader change, and decoding them
+// once, not once per stream, keeps the harness from being the slower side
+// at 100,000 streams; every stream's bytes are still read and compared.
+var lastDecoded atomic.Pointer[decodedEvent]
+
+type decodedEvent struct {
+	data string
+	ev   api.Event
+}
+
+// decodeShared decodes data as an event; the event's instance may be
+// shared with other streams and must not be changed.
+func decodeShared(data []byte) (api.Event, error) {
+	if d := lastDecoded.Load(); d != nil && d.data == string(data) {
+		return d.ev, nil
+	}
+	var ev api.Event
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return api.Event{}, fmt.Errorf("malformed event %q: %v", data, err)
+	}
+	lastDecoded.Store(&decodedEvent{data: string(data), ev: ev})
+	return ev, nil
 }
 
 // untilCurrent reads the current-state prelude of a new stream, up to and
