@@ -62,8 +62,9 @@
 #                     first with it ("before"), then with this tree's, so
 #                     that a change is compared within one run
 #   GO                the go command (default go)
-# A full run takes about three minutes on a 2-core machine: under two for
-# the single voter, under a minute and a half for the cluster.
+# A full run takes about four minutes on a 2-core machine: under two for
+# the single voter, under a minute and a half for the cluster, then the
+# scale and etcd phases.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
