@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -65,36 +66,55 @@ func (f *forwarder) forward(ctx context.Context, addr string, cmd []byte) (*fsm.
 		ctx, cancel = context.WithTimeout(ctx, defaultApplyTimeout)
 		defer cancel()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.scheme+addr+ApplyPath, bytes.NewReader(cmd))
+	body, hdr, err := f.postToLeader(ctx, addr, ApplyPath, cmd, 4<<20)
 	if err != nil {
-		return nil, api.Errorf(api.CodeUnavailable, "forwarding to leader %s: %v", addr, err)
-	}
-	req.Header.Set("Content-Type", "application/octet-stream")
-	f.authorize(req)
-	resp, err := f.client.Do(req)
-	if err != nil {
-		// The write may or may not have reached the leader; it was not
-		// acknowledged, and the caller may retry.
-		return nil, api.Errorf(api.CodeUnavailable, "forwarding to leader %s: %v", addr, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return nil, api.Errorf(api.CodeUnavailable, "reading the leader's answer: %v", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e api.Error
-		if json.Unmarshal(body, &e) != nil || e.Code == "" {
-			return nil, api.Errorf(api.CodeUnavailable, "leader %s answered %s", addr, resp.Status)
+		var e *api.Error
+		if hdr != nil && errors.As(err, &e) {
+			// The leader's own refusal: the caller learns the index it
+			// was refused at, as from a local apply.
+			idx, _ := strconv.ParseUint(hdr.Get(api.IndexHeader), 10, 64)
+			return &fsm.Result{Index: idx, Err: e}, e
 		}
-		idx, _ := strconv.ParseUint(resp.Header.Get(api.IndexHeader), 10, 64)
-		return &fsm.Result{Index: idx, Err: &e}, &e
+		return nil, err
 	}
 	var ac api.AppliedCommand
 	if err := json.Unmarshal(body, &ac); err != nil {
 		return nil, api.Errorf(api.CodeUnavailable, "leader %s answered malformed JSON: %v", addr, err)
 	}
 	return &fsm.Result{Index: ac.Index, Instance: ac.Instance, Meta: ac.Meta}, nil
+}
+
+// postToLeader posts body to path on the leader at addr as this node, and
+// returns the answer of a 200 (at most limit bytes) with its headers. Any
+// other answer is the leader's api.Error, returned with the answer's
+// headers, or, when the leader could not be reached or answered no JSON
+// error, an unavailable error without headers.
+func (f *forwarder) postToLeader(ctx context.Context, addr, path string, body []byte, limit int64) ([]byte, http.Header, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.scheme+addr+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, nil, api.Errorf(api.CodeUnavailable, "forwarding to leader %s: %v", addr, err)
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	f.authorize(req)
+	resp, err := f.client.Do(req)
+	if err != nil {
+		// The writes may or may not have reached the leader; none was
+		// acknowledged, and each caller may retry.
+		return nil, nil, api.Errorf(api.CodeUnavailable, "forwarding to leader %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	if err != nil {
+		return nil, nil, api.Errorf(api.CodeUnavailable, "reading the leader's answer: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e api.Error
+		if json.Unmarshal(answer, &e) != nil || e.Code == "" {
+			return nil, nil, api.Errorf(api.CodeUnavailable, "leader %s answered %s", addr, resp.Status)
+		}
+		return nil, resp.Header, &e
+	}
+	return answer, resp.Header, nil
 }
 
 // ApplyForwarded serves a write a follower forwarded: it applies cmd here if

@@ -1,12 +1,9 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"io"
-	"net/http"
 	"sync"
 
 	"github.com/discoverd/discoverd/api"
@@ -231,29 +228,9 @@ func (b *forwardBatcher) send(addr string, batch []*forwardedWrite) {
 func (f *forwarder) forwardBatch(addr string, body []byte) ([]api.AppliedResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultApplyTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.scheme+addr+ApplyBatchPath, bytes.NewReader(body))
+	answer, _, err := f.postToLeader(ctx, addr, ApplyBatchPath, body, 64<<20)
 	if err != nil {
-		return nil, api.Errorf(api.CodeUnavailable, "forwarding to leader %s: %v", addr, err)
-	}
-	req.Header.Set("Content-Type", "application/octet-stream")
-	f.authorize(req)
-	resp, err := f.client.Do(req)
-	if err != nil {
-		// The writes may or may not have reached the leader; none was
-		// acknowledged, and each caller may retry.
-		return nil, api.Errorf(api.CodeUnavailable, "forwarding to leader %s: %v", addr, err)
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, api.Errorf(api.CodeUnavailable, "reading the leader's answer: %v", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e api.Error
-		if json.Unmarshal(answer, &e) != nil || e.Code == "" {
-			return nil, api.Errorf(api.CodeUnavailable, "leader %s answered %s", addr, resp.Status)
-		}
-		return nil, &e
+		return nil, err
 	}
 	var out []api.AppliedResult
 	if err := json.Unmarshal(answer, &out); err != nil {
