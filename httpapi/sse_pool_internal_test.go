@@ -264,13 +264,7 @@ func TestRawPoolStuckClientLastWrite(t *testing.T) {
 	p.add(server, st, st)
 	// Read only once the write has timed out (a pipe takes nothing until
 	// it is read) and the stream has a goroutine of its own.
-	deadline := time.Now().Add(30 * time.Second)
-	for !poolDetached(p) {
-		if time.Now().After(deadline) {
-			t.Fatal("the stream's write did not time out")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, "the stream's write to time out", func() bool { return poolDetached(p) })
 	r := waitRead(t, "the stream", readAsync(client))
 	checkInOrder(t, "the stream", r.ids, events)
 	if !strings.Contains(r.errData, "test ended") {
@@ -297,19 +291,11 @@ func TestRawPoolKeepAlive(t *testing.T) {
 	}
 	s.client.Close()
 	// The next keep-alive fails to write, which ends the stream.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	waitUntil(t, "the stream of a client gone to be closed", func() bool {
 		s.st.mu.Lock()
-		closed := s.st.closed
-		s.st.mu.Unlock()
-		if closed {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the stream of a client gone was not closed")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer s.st.mu.Unlock()
+		return s.st.closed
+	})
 	waitPoolEmpty(t, p)
 }
 
@@ -329,17 +315,23 @@ func poolDetached(p *rawPool) bool {
 // waitPoolEmpty waits until every stream of p has left it.
 func waitPoolEmpty(t *testing.T, p *rawPool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	waitUntil(t, "every stream to leave the pool", func() bool {
 		p.mu.Lock()
-		n := len(p.streams)
-		p.mu.Unlock()
-		if n == 0 {
-			return
-		}
+		defer p.mu.Unlock()
+		return len(p.streams) == 0
+	})
+}
+
+// waitUntil polls cond until it holds, failing the test after a deadline
+// sized for a machine whose cores other jobs hold. The pool's state has no
+// event to wait on, so it is polled.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d streams still in the pool", n)
+			t.Fatalf("waited 30s for %s", what)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 }
