@@ -53,15 +53,22 @@ func serveServerBaselineIfAsked() bool {
 	default:
 		err = fmt.Errorf("unknown baseline %q", kind)
 	}
+	serveAsChild("baseline "+kind+" server", addr, stop, err)
+	return true
+}
+
+// serveAsChild ends a baseline child process: it tells the parent the
+// server's address on stdout, serves until the parent closes stdin, stops
+// the server and exits. A server that did not start exits with its error.
+func serveAsChild(what, addr string, stop func(), err error) {
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "baseline %s server: %v\n", kind, err)
+		fmt.Fprintf(os.Stderr, "%s: %v\n", what, err)
 		os.Exit(1)
 	}
 	fmt.Println(addr)
 	io.Copy(io.Discard, os.Stdin)
 	stop()
 	os.Exit(0)
-	return true
 }
 
 // startHTTPBaseline is a bare net/http server that reads any request's body

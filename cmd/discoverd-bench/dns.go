@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strconv"
@@ -240,14 +239,7 @@ func serveBaselineIfAsked() bool {
 	}
 	svc, zone, _ := strings.Cut(v, " ")
 	addr, stop, err := startBaseline(svc, zone)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "baseline DNS server:", err)
-		os.Exit(1)
-	}
-	fmt.Println(addr)
-	io.Copy(io.Discard, os.Stdin)
-	stop()
-	os.Exit(0)
+	serveAsChild("baseline DNS server", addr, stop, err)
 	return true
 }
 
