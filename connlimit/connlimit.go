@@ -321,6 +321,35 @@ func (l *Limiter) Handler(next http.Handler) http.Handler {
 	})
 }
 
+// Hold keeps the slot of r, a request being served, after its handler
+// returns: an HTTP/2 event stream handed to its connection (package
+// h2server) stays open without its handler. release gives the slot back,
+// once the stream has ended; it may be called once. Without a counted
+// connection (no limit, or another node's) both do nothing that matters.
+func Hold(r *http.Request) (release func()) {
+	c, _ := r.Context().Value(connKey{}).(*conn)
+	if c == nil {
+		return func() {}
+	}
+	c.hold()
+	var once sync.Once
+	return func() { once.Do(c.leave) }
+}
+
+// hold counts one more request in, past the limit if need be: it stands
+// for a request already counted whose handler is about to return.
+func (c *conn) hold() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.active++
+	if !c.node && c.active >= 2 {
+		c.l.mu.Lock()
+		c.l.held[c.addr]++
+		c.l.mu.Unlock()
+		c.l.slots.Add(1)
+	}
+}
+
 func (l *Limiter) refuse(w http.ResponseWriter, addr netip.Addr, closeConn bool) {
 	l.refused.Add(1)
 	body, _ := json.Marshal(&api.Error{

@@ -16,7 +16,8 @@
 // With Options.Auth, every route needs the permission declared for it in
 // the route table (guard.go); GET /ping stays open.
 //
-// It may import the standard library, packages api, auth and ui, zerolog, and
-// client_golang's prometheus (the registry's type) and promhttp (its
-// exposition over HTTP).
+// It may import the standard library, packages api, auth, connlimit (to keep
+// a detached stream's slot), h2server (its HTTP/2 connections) and ui,
+// zerolog, and client_golang's prometheus (the registry's type) and
+// promhttp (its exposition over HTTP).
 package httpapi

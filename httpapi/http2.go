@@ -1,27 +1,26 @@
 package httpapi
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/discoverd/discoverd/h2server"
+)
 
 // MaxConcurrentStreams is the most requests in flight, SSE streams
 // included, that one HTTP/2 connection may carry; a client that wants more
-// opens another connection (Go's does so by itself). Not more: net/http's
-// HTTP/2 write scheduler visits every stream of a connection for each
-// frame it sends, so a fan-out to n streams of one connection costs n²;
-// at 1,024 streams per connection that took 40% of a node's CPU in a
-// fan-out to 30,000 streams, at 100 it takes 14% (BENCHMARKS.md).
-const MaxConcurrentStreams = 100
+// opens another connection (Go's does so by itself). A connection's
+// goroutines and buffers are shared by its streams, and a fan-out writes
+// each connection's woken streams in one pass whatever their number, so a
+// high limit makes each stream cheaper; the per-client limit
+// (--max-conns-per-client, 1024 by default) still counts every stream.
+const MaxConcurrentStreams = h2server.DefaultMaxConcurrentStreams
 
 // EnableHTTP2 makes srv speak HTTP/2 beside HTTP/1.1: over TLS (ALPN h2)
 // and in clear text (h2c with prior knowledge), so that many event streams
-// share one connection.
-func EnableHTTP2(srv *http.Server) {
-	var p http.Protocols
-	p.SetHTTP1(true)
-	p.SetHTTP2(true)
-	p.SetUnencryptedHTTP2(true)
-	srv.Protocols = &p
-	if srv.HTTP2 == nil {
-		srv.HTTP2 = &http.HTTP2Config{}
-	}
-	srv.HTTP2.MaxConcurrentStreams = MaxConcurrentStreams
+// share one connection. HTTP/2 is served by package h2server, whose
+// connections write event streams without a goroutine each (sse_h2.go).
+func EnableHTTP2(srv *http.Server) *h2server.Server {
+	s := &h2server.Server{MaxConcurrentStreams: MaxConcurrentStreams}
+	s.Configure(srv)
+	return s
 }

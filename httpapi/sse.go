@@ -101,6 +101,9 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, service string,
 	if r.ProtoMajor == 1 && h.serveRaw(w, st) {
 		return
 	}
+	if r.ProtoMajor == 2 && h.serveH2(w, r, st) {
+		return
+	}
 	defer st.Close()
 
 	rc := http.NewResponseController(w)

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"errors"
+	"math"
 	"net"
 	"os"
 	"runtime"
@@ -37,14 +38,42 @@ type rawPool struct {
 	mu      sync.Mutex
 	queue   []*rawStream
 	writers int
-	// streams are the open pooled streams, for their keep-alives; the
-	// sweeper runs while there are some.
-	streams  map[*rawStream]struct{}
+	// streams are the open streams written without a goroutine of their
+	// own (pooled HTTP/1.1 streams and HTTP/2 streams written by their
+	// connection), for their keep-alives; the sweeper runs while there are
+	// some.
+	streams  map[keptAlive]struct{}
 	sweeping bool
 }
 
+// keptAlive is a stream the sweeper sends keep-alives.
+type keptAlive interface {
+	// idleSince is when the stream was last written (Unix nanos); a
+	// stream that keeps its own keep-alive says math.MaxInt64.
+	idleSince() int64
+	// askKeepAlive has a keep-alive written unless something else is.
+	askKeepAlive()
+}
+
 func newRawPool(keepAlive time.Duration) *rawPool {
-	return &rawPool{keepAlive: keepAlive, streams: make(map[*rawStream]struct{})}
+	return &rawPool{keepAlive: keepAlive, streams: make(map[keptAlive]struct{})}
+}
+
+// track adds a stream to the keep-alive sweep, untrack takes it out.
+func (p *rawPool) track(s keptAlive) {
+	p.mu.Lock()
+	p.streams[s] = struct{}{}
+	if !p.sweeping {
+		p.sweeping = true
+		go p.sweep()
+	}
+	p.mu.Unlock()
+}
+
+func (p *rawPool) untrack(s keptAlive) {
+	p.mu.Lock()
+	delete(p.streams, s)
+	p.mu.Unlock()
 }
 
 // maxRawWriters is how many goroutines may write pooled streams at once.
@@ -82,14 +111,20 @@ type rawStream struct {
 func (p *rawPool) add(conn net.Conn, st Stream, n notifier) {
 	rs := &rawStream{pool: p, conn: conn, st: st}
 	rs.lastWrite.Store(time.Now().UnixNano())
-	p.mu.Lock()
-	p.streams[rs] = struct{}{}
-	if !p.sweeping {
-		p.sweeping = true
-		go p.sweep()
-	}
-	p.mu.Unlock()
+	p.track(rs)
 	n.Notify(rs.wake)
+}
+
+func (rs *rawStream) idleSince() int64 {
+	if rs.detached.Load() {
+		return math.MaxInt64 // its goroutine keeps its own keep-alive
+	}
+	return rs.lastWrite.Load()
+}
+
+func (rs *rawStream) askKeepAlive() {
+	rs.keepAliveDue.Store(true)
+	rs.wake()
 }
 
 // wake queues rs for a writer; it is called by the subscription with the
@@ -266,10 +301,7 @@ func (rs *rawStream) finish() {
 	}
 	rs.conn.Close()
 	rs.st.Close()
-	p := rs.pool
-	p.mu.Lock()
-	delete(p.streams, rs)
-	p.mu.Unlock()
+	rs.pool.untrack(rs)
 }
 
 // sweep queues the pooled streams whose keep-alive is due, every half
@@ -277,7 +309,7 @@ func (rs *rawStream) finish() {
 func (p *rawPool) sweep() {
 	ticker := time.NewTicker(p.keepAlive / 2)
 	defer ticker.Stop()
-	var due []*rawStream
+	var due []keptAlive
 	for range ticker.C {
 		cutoff := time.Now().Add(-p.keepAlive).UnixNano()
 		p.mu.Lock()
@@ -286,15 +318,14 @@ func (p *rawPool) sweep() {
 			p.mu.Unlock()
 			return
 		}
-		for rs := range p.streams {
-			if !rs.detached.Load() && rs.lastWrite.Load() <= cutoff {
-				due = append(due, rs)
+		for s := range p.streams {
+			if s.idleSince() <= cutoff {
+				due = append(due, s)
 			}
 		}
 		p.mu.Unlock()
-		for _, rs := range due {
-			rs.keepAliveDue.Store(true)
-			rs.wake()
+		for _, s := range due {
+			s.askKeepAlive()
 		}
 		clear(due)
 		due = due[:0]

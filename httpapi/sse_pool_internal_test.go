@@ -304,8 +304,8 @@ func TestRawPoolKeepAlive(t *testing.T) {
 func poolDetached(p *rawPool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for rs := range p.streams {
-		if rs.detached.Load() {
+	for s := range p.streams {
+		if rs, ok := s.(*rawStream); ok && rs.detached.Load() {
 			return true
 		}
 	}
