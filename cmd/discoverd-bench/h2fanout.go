@@ -56,7 +56,8 @@ type h2Fanout struct {
 	events chan<- arrival
 	errc   chan<- error
 	// ready gets one value per stream: nil once it read its current
-	// state, or the error that ended it before.
+	// state, or the error that ended it before; and the error of an
+	// opener that could not go on.
 	ready chan error
 	// sem holds a slot for each stream that is opening.
 	sem    chan struct{}
@@ -79,8 +80,8 @@ type h2Conn struct {
 	bw   *bufio.Writer
 	enc  *hpack.Encoder
 	hbuf bytes.Buffer
-	// dead is set once the reader gave up on the connection: no more
-	// streams are opened on it.
+	// dead is set once the reader gave up on the connection or the server
+	// sent GOAWAY: no more streams are opened on it, and sent is final.
 	dead bool
 	// sent is the highest stream ID whose HEADERS were written.
 	sent atomic.Uint32
@@ -116,7 +117,8 @@ func (b *bench) openH2Streams(ctx context.Context, wg *sync.WaitGroup, svc strin
 	f := &h2Fanout{
 		b: b, ctx: ctx, wg: wg, path: "/services/" + svc + "/leader",
 		events: events, errc: errc,
-		ready: make(chan error, k),
+		// A value per stream, and one per opener that gives up.
+		ready: make(chan error, k+h2Openers),
 		sem:   make(chan struct{}, h2OpenWindow),
 	}
 	if len(b.servers) > 1 {
@@ -157,7 +159,9 @@ func (b *bench) openH2Streams(ctx context.Context, wg *sync.WaitGroup, svc strin
 					local = la
 				}
 				if err := f.openAddr(local, j*perAddr, min(k, (j+1)*perAddr)); err != nil {
-					f.ready <- err
+					if ctx.Err() == nil {
+						f.ready <- err
+					}
 					return
 				}
 			}
@@ -476,8 +480,12 @@ func (f *h2Fanout) read(c *h2Conn) {
 				c.write(func(w *http2.Framer) error { return w.WritePing(true, fr.Data) })
 			}
 		case *http2.GoAwayFrame:
-			// Streams past its last stream ID were not served; with an
-			// error code, none will be served further.
+			// No new streams on this connection. Streams past its last
+			// stream ID were not served; with an error code, none will be
+			// served further.
+			c.wmu.Lock()
+			c.dead = true
+			c.wmu.Unlock()
 			err := fmt.Errorf("the server sent GOAWAY (%v, %q)", fr.ErrCode, fr.DebugData())
 			for i := range c.streams {
 				if id := uint32(2*i + 1); id > fr.LastStreamID || fr.ErrCode != http2.ErrCodeNo {

@@ -1,15 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/discoverd/discoverd/httpapi"
 )
@@ -216,5 +221,202 @@ func TestH2StreamErrors(t *testing.T) {
 				t.Fatal("no stream error within 30 s")
 			}
 		})
+	}
+}
+
+// h2TestServer is a minimal HTTP/2 server written with the framer, for what
+// net/http's server does not do on demand: a small concurrent-stream limit,
+// events split over DATA frames, PING, and GOAWAY while streams are open.
+type h2TestServer struct {
+	t          *testing.T
+	ln         net.Listener
+	maxStreams uint32
+	mu         sync.Mutex
+	conns      []*h2TestConn
+	pingAcks   int
+}
+
+type h2TestConn struct {
+	wmu     sync.Mutex
+	fr      *http2.Framer
+	enc     *hpack.Encoder
+	hbuf    bytes.Buffer
+	streams []uint32
+}
+
+func startH2TestServer(t *testing.T, maxStreams uint32) *h2TestServer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &h2TestServer{t: t, ln: ln, maxStreams: maxStreams}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { nc.Close() })
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.serve(nc)
+			}()
+		}
+	}()
+	return s
+}
+
+func (s *h2TestServer) serve(nc net.Conn) {
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(nc, preface); err != nil || string(preface) != http2.ClientPreface {
+		s.t.Errorf("preface %q, %v", preface, err)
+		return
+	}
+	c := &h2TestConn{fr: http2.NewFramer(nc, nc)}
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.enc = hpack.NewEncoder(&c.hbuf)
+	s.mu.Lock()
+	s.conns = append(s.conns, c)
+	s.mu.Unlock()
+	c.wmu.Lock()
+	c.fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: s.maxStreams})
+	c.fr.WritePing(false, [8]byte{'p', 'i', 'n', 'g'})
+	c.wmu.Unlock()
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				c.write(func() { c.fr.WriteSettingsAck() })
+			}
+		case *http2.PingFrame:
+			if f.IsAck() && string(f.Data[:4]) == "ping" {
+				s.mu.Lock()
+				s.pingAcks++
+				s.mu.Unlock()
+			}
+		case *http2.MetaHeadersFrame:
+			if f.PseudoValue("path") != "/services/s/leader" || !f.StreamEnded() {
+				s.t.Errorf("stream %d: path %q, end stream %v", f.StreamID, f.PseudoValue("path"), f.StreamEnded())
+			}
+			c.wmu.Lock()
+			if c.streams = append(c.streams, f.StreamID); uint32(len(c.streams)) > s.maxStreams {
+				s.t.Errorf("%d streams on a connection, more than the %d allowed", len(c.streams), s.maxStreams)
+			}
+			c.hbuf.Reset()
+			c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+			c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "text/event-stream"})
+			c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: c.hbuf.Bytes(), EndHeaders: true})
+			// The current state, split over three frames.
+			for _, part := range []string{": hello\n\nevent: current\nda", "ta: {\"service\":\"s\",\"kind\":\"cur", "rent\",\"index\":1}\n\n"} {
+				c.fr.WriteData(f.StreamID, false, []byte(part))
+			}
+			c.wmu.Unlock()
+		}
+	}
+}
+
+func (c *h2TestConn) write(fn func()) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	fn()
+}
+
+// A server with a small concurrent-stream limit gets no more streams per
+// connection than it allows; events split over frames, several in a
+// frame, PING and GOAWAY are handled.
+func TestH2RawServer(t *testing.T) {
+	const k, max = 7, 3
+	s := startH2TestServer(t, max)
+	srv, err := parseServer("http://" + s.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bench{cfg: &config{streamsPerAddr: k}, servers: []server{srv}, progress: newProgress(io.Discard, false)}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	events := make(chan arrival, k)
+	errc := make(chan error, k)
+	note, err := b.openH2Streams(ctx, &wg, "s", k, events, errc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "h2c, raw frames, 3 connections from 1 source address(es)"; note != want {
+		t.Errorf("note %q, want %q", note, want)
+	}
+	// A keep-alive, a leader event of another instance and the one
+	// looked for, in one frame per stream.
+	const frame = ": ka\n\nevent: leader\ndata: {\"service\":\"s\",\"kind\":\"leader\",\"instance\":{\"id\":\"a\"},\"index\":2}\n\n" +
+		"event: leader\ndata: {\"service\":\"s\",\"kind\":\"leader\",\"instance\":{\"id\":\"b\"},\"index\":3}\n\n"
+	s.mu.Lock()
+	conns := s.conns
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.write(func() {
+			for _, id := range c.streams {
+				c.fr.WriteData(id, false, []byte(frame))
+			}
+		})
+	}
+	seen := map[int]bool{}
+	deadline := time.After(30 * time.Second)
+	for len(seen) < k {
+		select {
+		case a := <-events:
+			if a.id == "b" {
+				seen[a.sub] = true
+			}
+		case err := <-errc:
+			t.Fatal(err)
+		case <-deadline:
+			t.Fatalf("%d of %d streams saw b lead within 30 s", len(seen), k)
+		}
+	}
+	// Every connection answered the server's PING (its reader may not
+	// have got to the answer yet).
+	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+		s.mu.Lock()
+		acks := s.pingAcks
+		s.mu.Unlock()
+		if acks == len(conns) {
+			break
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("%d PINGs answered, want %d", acks, len(conns))
+		}
+	}
+	// GOAWAY naming the first stream: the connection's others were not
+	// served.
+	c := conns[0]
+	c.write(func() { c.fr.WriteGoAway(c.streams[0], http2.ErrCodeNo, []byte("going")) })
+	for i := 1; i < len(c.streams); i++ {
+		select {
+		case err := <-errc:
+			if !strings.Contains(err.Error(), "GOAWAY") {
+				t.Errorf("stream error %v, want GOAWAY", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("no stream error within 30 s")
+		}
+	}
+	select {
+	case err := <-errc:
+		t.Errorf("one more stream error: %v", err)
+	default:
 	}
 }
