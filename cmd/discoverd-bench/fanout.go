@@ -15,28 +15,40 @@ import (
 	"github.com/discoverd/discoverd/api"
 )
 
-// sseClients gives each SSE stream of a fanout its HTTP client. Streams are
-// spread over loopback source addresses (127.0.0.2, 127.0.0.3, ...),
-// --streams-per-addr each, so that a server's per-client limit
-// (--max-conns-per-client) holds; over h2c the streams of one address share
-// connections (up to the server's concurrent-stream limit each).
+// sseClients gives each HTTP/1.1 SSE stream of a fanout its HTTP client.
+// Streams are spread over loopback source addresses (127.0.0.2, 127.0.0.3,
+// ...), --streams-per-addr each, so that a server's per-client limit
+// (--max-conns-per-client) holds.
 type sseClients struct {
 	perAddr int
 	spread  bool
-	h2      bool
 	mu      sync.Mutex
 	clients map[int]*http.Client
 }
 
-func (b *bench) newSSEClients(h2 bool) *sseClients {
-	host, _, _ := net.SplitHostPort(b.servers[0].host)
-	ip := net.ParseIP(host)
+func (b *bench) newSSEClients() *sseClients {
 	return &sseClients{
 		perAddr: b.cfg.streamsPerAddr,
-		spread:  ip != nil && ip.IsLoopback() && ip.To4() != nil,
-		h2:      h2,
+		spread:  b.spreadSources(),
 		clients: map[int]*http.Client{},
 	}
+}
+
+// spreadSources says whether streams can be spread over loopback source
+// addresses: when the (first) server listens on an IPv4 loopback address.
+func (b *bench) spreadSources() bool {
+	host, _, _ := net.SplitHostPort(b.servers[0].host)
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback() && ip.To4() != nil
+}
+
+// sourceAddr is the j-th loopback source address: 127.0.0.2 .. 127.0.0.254,
+// then 127.0.1.2 ...
+func sourceAddr(j int) (*net.TCPAddr, error) {
+	if j >= 250*254 {
+		return nil, fmt.Errorf("more than %d source addresses needed; raise --streams-per-addr", 250*254)
+	}
+	return &net.TCPAddr{IP: net.IPv4(127, 0, byte(j/253), byte(2+j%253))}, nil
 }
 
 // addrs is how many source addresses k streams use.
@@ -60,18 +72,13 @@ func (c *sseClients) client(i int) (*http.Client, error) {
 	}
 	d := &net.Dialer{Timeout: 10 * time.Second}
 	if c.spread {
-		if j >= 250*254 {
-			return nil, fmt.Errorf("more than %d source addresses needed; raise --streams-per-addr", 250*254)
+		la, err := sourceAddr(j)
+		if err != nil {
+			return nil, err
 		}
-		// 127.0.0.2 .. 127.0.0.254, then 127.0.1.1 ...
-		d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, byte(j/253), byte(2+j%253))}
+		d.LocalAddr = la
 	}
 	tr := &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: -1, ResponseHeaderTimeout: 30 * time.Second}
-	if c.h2 {
-		var p http.Protocols
-		p.SetUnencryptedHTTP2(true)
-		tr.Protocols = &p
-	}
 	hc := &http.Client{Transport: tr}
 	c.clients[j] = hc
 	return hc, nil
@@ -109,9 +116,9 @@ func runFanoutSSEH2(ctx context.Context, b *bench) []Result {
 
 // fanout-sse and fanout-sse-h2: --subscribers SSE streams of the service's
 // leader (GET /services/{svc}/leader, Accept: text/event-stream), over
-// HTTP/1.1 (a connection each) or h2c (many per connection). It also reports
-// the server's RSS growth per open stream, read before the streams open and
-// after, --settle later.
+// HTTP/1.1 (a connection each) or h2c (many per connection, read by the raw
+// HTTP/2 client of h2fanout.go). It also reports the server's RSS growth
+// per open stream, read before the streams open and after, --settle later.
 func (b *bench) fanoutSSE(ctx context.Context, name string, h2 bool) []Result {
 	svc, cleanup, err := b.prepareFanout(ctx, name)
 	if err != nil {
@@ -119,8 +126,6 @@ func (b *bench) fanoutSSE(ctx context.Context, name string, h2 bool) []Result {
 	}
 	defer cleanup()
 	k := b.cfg.subscribers
-	clients := b.newSSEClients(h2)
-	defer clients.close()
 	pid := b.cfg.pid
 	if pid == 0 {
 		pid, _ = findListener(b.servers[0].host)
@@ -136,6 +141,48 @@ func (b *bench) fanoutSSE(ctx context.Context, name string, h2 bool) []Result {
 	defer func() {
 		cancel()
 		wg.Wait()
+	}()
+	open := b.openSSEStreams
+	if h2 {
+		open = b.openH2Streams
+	}
+	note, err := open(ctx, &wg, svc, k, events, errc)
+	if err != nil {
+		return failed(name, fmt.Errorf("opening %d streams: %v", k, err))
+	}
+	var perStream *float64
+	if pid != 0 {
+		select {
+		case <-time.After(b.cfg.settle):
+		case <-ctx.Done():
+			return failed(name, ctx.Err())
+		}
+		if after, err := readMem(pid); err == nil {
+			v := float64(after.rss-before.rss) / float64(k)
+			perStream = &v
+		}
+	}
+	rows := b.fanout(ctx, name, svc, k, events, errc, true)
+	for i := range rows {
+		rows[i].BytesPerStream = perStream
+		if rows[i].Error == "" {
+			rows[i].Note += "; " + note
+		}
+	}
+	return rows
+}
+
+// openSSEStreams opens k HTTP/1.1 streams of svc's leader, a goroutine
+// each (added to wg, ended by ctx), that send each leader event to events
+// and a stream's failure to errc. It returns once all are open and have
+// read their current state, with the note for the result's row.
+func (b *bench) openSSEStreams(ctx context.Context, wg *sync.WaitGroup, svc string, k int, events chan<- arrival, errc chan<- error) (string, error) {
+	clients := b.newSSEClients()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		clients.close()
 	}()
 	var opened atomic.Int64
 	b.progress.set("opening streams", &opened, int64(k), 0)
@@ -186,33 +233,10 @@ func (b *bench) fanoutSSE(ctx context.Context, name string, h2 bool) []Result {
 	for i := 0; i < k; i++ {
 		if err := <-ready; err != nil {
 			if note := fileLimitNote(err, opened.Load()); note != "" {
-				return failed(name, fmt.Errorf("opening %d streams: %s: %v", k, note, err))
+				return "", fmt.Errorf("%s: %v", note, err)
 			}
-			return failed(name, fmt.Errorf("opening %d streams: %v", k, err))
+			return "", err
 		}
 	}
-	var perStream *float64
-	if pid != 0 {
-		select {
-		case <-time.After(b.cfg.settle):
-		case <-ctx.Done():
-			return failed(name, ctx.Err())
-		}
-		if after, err := readMem(pid); err == nil {
-			v := float64(after.rss-before.rss) / float64(k)
-			perStream = &v
-		}
-	}
-	rows := b.fanout(ctx, name, svc, k, events, errc, true)
-	proto := "HTTP/1.1"
-	if h2 {
-		proto = "h2c"
-	}
-	for i := range rows {
-		rows[i].BytesPerStream = perStream
-		if rows[i].Error == "" {
-			rows[i].Note += fmt.Sprintf("; %s from %d source address(es)", proto, clients.addrs(k))
-		}
-	}
-	return rows
+	return fmt.Sprintf("HTTP/1.1 from %d source address(es)", clients.addrs(k)), nil
 }

@@ -12,7 +12,8 @@
 // (every one but scale) and scale.
 //
 // It imports only the shared api types, the version, nats.go, nats-server
-// (for a baseline) and miekg/dns, never discoverd's server packages,
+// (for a baseline), miekg/dns and x/net's HTTP/2 framer (fanout-sse-h2's
+// client), never discoverd's server packages,
 // so it can be pointed at any server that speaks the API. Every workload
 // creates its own service, bench-<workload>-<random>, and deletes it after.
 package main

@@ -94,11 +94,7 @@ func (s *sseStream) next() (api.Event, error) {
 				continue
 			}
 			if isError {
-				var e api.Error
-				if json.Unmarshal(s.data, &e) == nil && e.Code != "" {
-					return api.Event{}, fmt.Errorf("stream ended: %w", &e)
-				}
-				return api.Event{}, fmt.Errorf("stream ended with error %s", s.data)
+				return api.Event{}, sseErrorEvent(s.data)
 			}
 			return decodeShared(s.data)
 		case line[0] == ':':
@@ -112,6 +108,16 @@ func (s *sseStream) next() (api.Event, error) {
 			isError = string(bytes.TrimSpace(line[6:])) == "error"
 		}
 	}
+}
+
+// sseErrorEvent is the error an "error" event with data carries: the API
+// error the server ended the stream with.
+func sseErrorEvent(data []byte) error {
+	var e api.Error
+	if json.Unmarshal(data, &e) == nil && e.Code != "" {
+		return fmt.Errorf("stream ended: %w", &e)
+	}
+	return fmt.Errorf("stream ended with error %s", data)
 }
 
 // lastDecoded is the event the streams decoded last. In a fanout every
