@@ -202,6 +202,9 @@ type conn struct {
 	// then holds no slot.
 	node   bool
 	active int
+	// held is how many requests Hold kept counted beyond their handlers
+	// whose handlers have not returned yet.
+	held   int
 	closed bool
 }
 
@@ -316,7 +319,7 @@ func (l *Limiter) Handler(next http.Handler) http.Handler {
 			l.refuse(w, c.addr, closeConn)
 			return
 		}
-		defer c.leave()
+		defer c.handlerDone()
 		next.ServeHTTP(w, r)
 	})
 }
@@ -325,29 +328,34 @@ func (l *Limiter) Handler(next http.Handler) http.Handler {
 // returns: an HTTP/2 event stream handed to its connection (package
 // h2server) stays open without its handler. release gives the slot back,
 // once the stream has ended; it may be called once. Without a counted
-// connection (no limit, or another node's) both do nothing that matters.
+// connection (no limit) both do nothing.
 func Hold(r *http.Request) (release func()) {
 	c, _ := r.Context().Value(connKey{}).(*conn)
 	if c == nil {
 		return func() {}
 	}
-	c.hold()
+	c.mu.Lock()
+	c.held++
+	c.mu.Unlock()
 	var once sync.Once
 	return func() { once.Do(c.leave) }
 }
 
-// hold counts one more request in, past the limit if need be: it stands
-// for a request already counted whose handler is about to return.
-func (c *conn) hold() {
+// handlerDone counts a request out as its handler returns, unless a
+// request of the connection is held (Hold): the count then stays, and
+// release takes it out. Which request's handler keeps it does not matter,
+// only how many are in, so Hold needs no state of its own per request (and
+// a request that is never held allocates nothing for it), and a held
+// stream is never counted twice, not even for a moment.
+func (c *conn) handlerDone() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.active++
-	if !c.node && c.active >= 2 {
-		c.l.mu.Lock()
-		c.l.held[c.addr]++
-		c.l.mu.Unlock()
-		c.l.slots.Add(1)
+	if c.held > 0 {
+		c.held--
+		c.mu.Unlock()
+		return
 	}
+	c.mu.Unlock()
+	c.leave()
 }
 
 func (l *Limiter) refuse(w http.ResponseWriter, addr netip.Addr, closeConn bool) {
