@@ -254,14 +254,26 @@ func TestProxiesAndVotersAreNotLimitedByEachOther(t *testing.T) {
 	wantRefused(t, over, max)
 }
 
-// h2cClient speaks cleartext HTTP/2 from the loopback address from, and
-// counts the connections it opens.
+// h2cClient speaks cleartext HTTP/2 from the loopback address from, over
+// one connection, and counts the connections it opens.
+//
+// MaxConnsPerHost keeps its requests on one connection. Without it, Go's
+// transport may dial a second connection for a request made right after
+// the first one's answer: the goroutine that dialed the first connection
+// hands it to the first request and only then puts it in the transport's
+// pool, and a request that looks into the pool in between (when that
+// goroutine is held up, as on a busy machine) finds nothing there and
+// dials. HTTP/2 then drops the new connection unused, as the first can
+// take the request; but the dial was made, and the node counted the
+// connection until it saw it close. With one connection allowed, such a
+// request waits for the first connection to reach the pool.
 func h2cClient(from string, dials *atomic.Int32) *http.Client {
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: deadline}
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
 	return &http.Client{Transport: &http.Transport{
-		Protocols: &p,
+		Protocols:       &p,
+		MaxConnsPerHost: 1,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			dials.Add(1)
 			return d.DialContext(ctx, network, addr)
