@@ -27,6 +27,6 @@
 // Shutdown, and after a response that set "Connection: close"), and an
 // idle timeout. It does not push, and ignores priorities.
 //
-// It may import the standard library, golang.org/x/net/http2 (its Framer
-// and hpack) and api.
+// It may import the standard library, golang.org/x/net's http2 (its Framer
+// and hpack) and http/httpguts, and api.
 package h2server
