@@ -258,6 +258,30 @@ func TestNATSThroughProxyLeafnode(t *testing.T) {
 	mustDo(t, "PUT", proxy.URL()+"/services/edge", api.ServiceConfig{})
 	nc := natsConnect(t, proxy.NATSURL)
 	ups := natsEvents(t, nc, "discoverd.events.edge.up")
+	// The subscription's interest travels from the proxy's NATS server to
+	// every voter's once the leafnode is up; an event published before it
+	// arrived would be lost to it. Wait until a probe published on each
+	// voter comes through.
+	for _, nd := range c.Nodes {
+		pub := natsConnect(t, nd.NATSURL)
+		probe, _ := json.Marshal(api.Event{Kind: "probe", Service: "edge", Instance: &api.Instance{ID: "probe-" + nd.Addr}})
+		WaitFor(t, 20*time.Second, "edge's events from "+nd.Addr+" reaching the proxy's NATS", func() bool {
+			if err := pub.Publish("discoverd.events.edge.up", probe); err != nil || pub.Flush() != nil {
+				return false
+			}
+			timeout := time.After(200 * time.Millisecond)
+			for {
+				select {
+				case ev := <-ups:
+					if ev.Instance != nil && ev.Instance.ID == "probe-"+nd.Addr {
+						return true
+					}
+				case <-timeout:
+					return false
+				}
+			}
+		})
+	}
 	// The proxy's NATS server joins the voters' cluster as a leafnode once it
 	// learned their leafnode ports: retry the request until it is answered.
 	var answer string
@@ -272,7 +296,7 @@ func TestNATSThroughProxyLeafnode(t *testing.T) {
 	if answer != `{"ok":true}` {
 		t.Fatalf("answer %s", answer)
 	}
-	ev := waitNATSEvent(t, ups, 2*time.Second, func(ev api.Event) bool { return ev.Instance.ID == "e1" })
+	ev := waitNATSEvent(t, ups, 10*time.Second, func(ev api.Event) bool { return ev.Instance != nil && ev.Instance.ID == "e1" })
 	if ev.Index == 0 {
 		t.Fatalf("event without index: %+v", ev)
 	}
