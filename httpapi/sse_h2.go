@@ -5,7 +5,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/discoverd/discoverd/api"
 	"github.com/discoverd/discoverd/connlimit"
 	"github.com/discoverd/discoverd/h2server"
 )
@@ -14,18 +13,15 @@ import (
 // writer (h2server.Detach) rather than by a goroutine of its own: an idle
 // stream holds its subscription and this, no goroutine and no buffer.
 type h2EventStream struct {
-	st   Stream
+	eventTaker
 	pool *rawPool
 	wake func()
 	// release gives back the stream's slot of the per-client limit,
 	// which the handler kept when it returned.
 	release func()
 	// lastWrite is when something was last written (Unix nanos), for the
-	// keep-alive; keepAliveDue asks Fill for one.
-	lastWrite    atomic.Int64
-	keepAliveDue atomic.Bool
-	// evs is reused between fills, up to maxKeptEvents; only Fill uses it.
-	evs []api.Event
+	// keep-alive.
+	lastWrite atomic.Int64
 }
 
 // serveH2 hands an HTTP/2 event stream to its connection. It reports
@@ -37,7 +33,7 @@ func (h *handler) serveH2(w http.ResponseWriter, r *http.Request, st Stream) boo
 	if !ok {
 		return false
 	}
-	es := &h2EventStream{st: st, pool: h.raw}
+	es := &h2EventStream{eventTaker: eventTaker{st: st}, pool: h.raw}
 	es.lastWrite.Store(time.Now().UnixNano())
 	wake, ok := h2server.Detach(w, es)
 	if !ok {
@@ -53,25 +49,8 @@ func (h *handler) serveH2(w http.ResponseWriter, r *http.Request, st Stream) boo
 // Fill is h2server.Source's: the waiting events, the final error once the
 // subscription ended, or a keep-alive when one is due.
 func (es *h2EventStream) Fill(dst []byte) ([]byte, bool) {
-	evs, open := es.st.Take(es.evs[:0])
 	start := len(dst)
-	for i := range evs {
-		dst = append(dst, sharedSSEEvent(&evs[i])...)
-	}
-	if !open {
-		if err := es.st.Err(); err != nil {
-			dst = appendSSEError(dst, api.AsError(err))
-		}
-	}
-	if es.keepAliveDue.Swap(false) && len(dst) == start && open {
-		dst = append(dst, sseKeepAlive...)
-	}
-	n := len(evs)
-	clear(evs)
-	if cap(evs) > maxKeptEvents {
-		evs = nil
-	}
-	es.evs = evs[:0]
+	dst, open, n := es.take(dst)
 	if len(dst) > start {
 		es.lastWrite.Store(time.Now().UnixNano())
 	}

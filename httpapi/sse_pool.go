@@ -90,26 +90,23 @@ const (
 
 // rawStream is one pooled HTTP/1.1 event stream.
 type rawStream struct {
+	eventTaker
 	pool  *rawPool
 	conn  net.Conn
-	st    Stream
 	state atomic.Uint32
 	// lastWrite is when something was last written (Unix nanos), for
-	// the keep-alive; keepAliveDue asks the writer to send one.
-	lastWrite    atomic.Int64
-	keepAliveDue atomic.Bool
+	// the keep-alive.
+	lastWrite atomic.Int64
 	// detached is set once the stream has its own goroutine (after a
 	// write ran into rawWriteTimeout); wake then signals ch.
 	detached atomic.Bool
 	ch       chan struct{}
-	// evs is reused between writes, up to maxKeptEvents.
-	evs  []api.Event
-	done atomic.Bool
+	done     atomic.Bool
 }
 
 // add starts serving st on conn from the pool.
 func (p *rawPool) add(conn net.Conn, st Stream, n notifier) {
-	rs := &rawStream{pool: p, conn: conn, st: st}
+	rs := &rawStream{eventTaker: eventTaker{st: st}, pool: p, conn: conn}
 	rs.lastWrite.Store(time.Now().UnixNano())
 	p.track(rs)
 	n.Notify(rs.wake)
@@ -223,20 +220,32 @@ func (rs *rawStream) serve(buf []byte) []byte {
 	return buf
 }
 
-// take appends to buf what rs has to write (its waiting events, its final
-// error, or a keep-alive) and reports whether the stream is still open and
-// how many events it took.
-func (rs *rawStream) take(buf []byte) ([]byte, bool, int) {
-	evs, open := rs.st.Take(rs.evs[:0])
+// eventTaker takes the waiting events of a stream that is written
+// without a goroutine of its own (a pooled HTTP/1.1 stream, an HTTP/2
+// stream written by its connection) as SSE bytes.
+type eventTaker struct {
+	st Stream
+	// keepAliveDue asks take for a keep-alive if it has nothing else.
+	keepAliveDue atomic.Bool
+	// evs is reused between takes, up to maxKeptEvents.
+	evs []api.Event
+}
+
+// take appends to buf what the stream has to write (its waiting events,
+// its final error, or a keep-alive) and reports whether the stream is
+// still open and how many events it took.
+func (t *eventTaker) take(buf []byte) ([]byte, bool, int) {
+	evs, open := t.st.Take(t.evs[:0])
+	start := len(buf)
 	for i := range evs {
 		buf = append(buf, sharedSSEEvent(&evs[i])...)
 	}
 	if !open {
-		if err := rs.st.Err(); err != nil {
+		if err := t.st.Err(); err != nil {
 			buf = appendSSEError(buf, api.AsError(err))
 		}
 	}
-	if rs.keepAliveDue.Swap(false) && len(buf) == 0 {
+	if t.keepAliveDue.Swap(false) && len(buf) == start && open {
 		buf = append(buf, sseKeepAlive...)
 	}
 	n := len(evs)
@@ -244,7 +253,7 @@ func (rs *rawStream) take(buf []byte) ([]byte, bool, int) {
 	if cap(evs) > maxKeptEvents {
 		evs = nil
 	}
-	rs.evs = evs[:0]
+	t.evs = evs[:0]
 	return buf, open, n
 }
 
