@@ -448,9 +448,12 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	if !bodyAllowed(w.status) {
 		return 0, http.ErrBodyNotAllowed
 	}
-	if w.isHead {
+	if w.isHead && w.committed {
 		return len(p), nil
 	}
+	// A HEAD response's body is gathered like any other until the head
+	// goes (its Content-Type and Content-Length are those of the body a
+	// GET would get, as with net/http), then dropped.
 	if w.buf == nil {
 		w.buf = getBuf()
 	}
@@ -538,6 +541,9 @@ func (w *responseWriter) handOff(end bool) error {
 		w.committed = true
 		s.head = w.makeHead(end)
 	}
+	if w.isHead {
+		w.buf = w.buf[:0]
+	}
 	if len(w.buf) > 0 {
 		if s.out == nil {
 			s.out, w.buf = w.buf, nil
@@ -570,11 +576,13 @@ func (w *responseWriter) makeHead(end bool) *responseHead {
 	if _, ok := h["Date"]; !ok {
 		h["Date"] = []string{time.Now().UTC().Format(http.TimeFormat)}
 	}
-	if bodyAllowed(w.status) && !w.isHead {
+	if bodyAllowed(w.status) {
 		if _, ok := h["Content-Type"]; !ok && len(w.buf) > 0 && h.Get("Content-Encoding") == "" {
 			h["Content-Type"] = []string{http.DetectContentType(w.buf)}
 		}
-		if _, ok := h["Content-Length"]; !ok && end {
+		// A HEAD handler that wrote nothing does not say the body is
+		// empty.
+		if _, ok := h["Content-Length"]; !ok && end && (len(w.buf) > 0 || !w.isHead) {
 			h["Content-Length"] = []string{strconv.Itoa(len(w.buf))}
 		}
 	}
