@@ -39,8 +39,8 @@ type Source interface {
 // each time wake is called, what src.Fill gives; the handler should return
 // at once, and the stream stays open until Fill reports it closed. ok is
 // false, and nothing is done, when w is not an HTTP/2 response of this
-// package or its head was already sent: the caller serves the stream
-// itself then.
+// package or its head or some body was already written: the caller serves
+// the stream itself then.
 //
 // wake may be called from any goroutine, any number of times; it only
 // queues the stream for the writer.
@@ -626,7 +626,9 @@ func (w *responseWriter) releaseBuf() {
 
 // detach hands the stream to src (see Detach).
 func (w *responseWriter) detach(src Source) (func(), bool) {
-	if w.committed || w.detached || w.isHead {
+	// Body bytes written but not yet handed off count as sent: detaching
+	// would drop them.
+	if w.committed || w.detached || w.isHead || len(w.buf) > 0 {
 		return nil, false
 	}
 	if !w.wroteHeader {
