@@ -317,6 +317,7 @@ func (sc *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 			return connError(http2.ErrCodeFlowControl, "WINDOW_UPDATE overflows the connection's window")
 		}
 		for _, s := range sc.connBlocked {
+			s.connBlocked = false
 			if !s.closed {
 				sc.queueLocked(s)
 			}

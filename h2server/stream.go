@@ -67,8 +67,10 @@ type stream struct {
 	recvWindow int64
 	// remoteClosed is set once the client has ended its side.
 	remoteClosed bool
-	// queued is set while the stream is in sc.ready.
-	queued bool
+	// queued is set while the stream is in sc.ready; connBlocked, while
+	// it is in sc.connBlocked.
+	queued      bool
+	connBlocked bool
 	// closed is set once the stream left sc.streams (both sides ended, or
 	// reset); closeErr says why, for a handler still writing.
 	closed   bool
