@@ -435,3 +435,7 @@ func pattern(n int) []byte {
 
 var _ = context.Background
 var _ = os.ErrDeadlineExceeded
+
+func hpackField(name, value string) hpack.HeaderField {
+	return hpack.HeaderField{Name: name, Value: value}
+}
