@@ -546,8 +546,14 @@ func (sc *serverConn) fail(err error) {
 	sc.mu.Unlock()
 }
 
-// closeConn closes the socket and every stream, once.
-func (sc *serverConn) closeConn() {
+// closeConn closes the socket and every stream, once. Called by the
+// reader (not the writer), it waits for the writer to stop before it calls
+// the Sources' Done: the writer may be in a Source's Fill, and a Source is
+// never called by two goroutines at once. Closing the socket first ends a
+// write the writer is blocked in.
+func (sc *serverConn) closeConn() { sc.close(false) }
+
+func (sc *serverConn) close(fromWriter bool) {
 	sc.mu.Lock()
 	if sc.closed {
 		sc.mu.Unlock()
@@ -565,6 +571,9 @@ func (sc *serverConn) closeConn() {
 	sc.signalLocked()
 	sc.mu.Unlock()
 	sc.conn.Close()
+	if !fromWriter {
+		<-sc.writerDone
+	}
 	for _, d := range done {
 		d.Done()
 	}

@@ -6,7 +6,9 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 
@@ -236,4 +238,69 @@ func TestDetachFlowControl(t *testing.T) {
 			d.src.waitDone(t)
 		})
 	}
+}
+
+// blockingSource's Fill waits for release once armed, so that the
+// connection can close while it runs; Done records whether it came during
+// a Fill.
+type blockingSource struct {
+	armed   atomic.Bool
+	filling chan struct{}
+	release chan struct{}
+	inFill  atomic.Bool
+	overlap atomic.Bool
+	done    chan struct{}
+}
+
+func (s *blockingSource) Fill(dst []byte) ([]byte, bool) {
+	s.inFill.Store(true)
+	defer s.inFill.Store(false)
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.filling)
+		<-s.release
+	}
+	return append(dst, "x"...), true
+}
+
+func (s *blockingSource) Done() {
+	if s.inFill.Load() {
+		s.overlap.Store(true)
+	}
+	close(s.done)
+}
+
+// TestDoneNotDuringFill: when the connection closes while the writer is in
+// a Source's Fill, Done waits for Fill to return: a Source is never called
+// by two goroutines at once.
+func TestDoneNotDuringFill(t *testing.T) {
+	src := &blockingSource{filling: make(chan struct{}), release: make(chan struct{}), done: make(chan struct{})}
+	wakes := make(chan func(), 1)
+	ts := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		wake, ok := h2server.Detach(w, src)
+		if !ok {
+			t.Error("not detached")
+			return
+		}
+		wakes <- wake
+	}), serverOpts{})
+	rc := dialRaw(t, ts.addr, []http2.Setting{})
+	rc.request(1, "GET", "/", true)
+	wake := recv(t, "the detached stream", wakes)
+	src.armed.Store(true)
+	wake()
+	recv(t, "Fill", src.filling)
+	rc.c.Close()
+	// The reader sees the end of the connection and closes the streams.
+	waitUntil(t, "the streams to close", func() bool { return ts.h2.StreamCount() == 0 })
+	select {
+	case <-src.done:
+	case <-time.After(500 * time.Millisecond):
+		// Done waits for Fill, as it should.
+	}
+	close(src.release)
+	recv(t, "Done", src.done)
+	if src.overlap.Load() {
+		t.Fatal("Done was called while Fill ran")
+	}
+	waitUntil(t, "the connection to close", func() bool { return ts.h2.ConnCount() == 0 })
 }

@@ -88,14 +88,14 @@ func (sc *serverConn) writeLoop() {
 			w.fill = nil
 		}
 		if w.err != nil {
-			sc.closeConn()
+			sc.close(true)
 			return
 		}
 		sc.mu.Lock()
 		closeNow := sc.closeAfterWrite && len(sc.ctl) == 0 && len(sc.ready) == 0
 		sc.mu.Unlock()
 		if closeNow {
-			sc.closeConn()
+			sc.close(true)
 			return
 		}
 	}
