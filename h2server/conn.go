@@ -53,7 +53,6 @@ type serverConn struct {
 
 	// Reader-only state.
 	maxClientID uint32 // the highest stream id the client has opened
-	recvWindow  int64  // what the client may still send on the connection
 	sawSettings bool
 
 	// wake has room for one signal: the writer has work.
@@ -74,6 +73,8 @@ type serverConn struct {
 	// window; a WINDOW_UPDATE on stream 0 wakes them.
 	connBlocked []*stream
 	sendWindow  int64
+	// recvWindow is what the client may still send on the connection.
+	recvWindow int64
 	// peerWindow is the client's SETTINGS_INITIAL_WINDOW_SIZE, each new
 	// stream's send window.
 	peerWindow int64
@@ -351,10 +352,17 @@ func (sc *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 func (sc *serverConn) onData(f *http2.DataFrame) error {
 	id := f.StreamID
 	n := int64(f.Length)
+	// recvWindow is given back by handlers' reads (creditConnLocked), so
+	// it is taken under mu: a decrement racing an increment would lose
+	// one, and a lost increment would end the connection for a client
+	// that kept to its window.
+	sc.mu.Lock()
 	if n > sc.recvWindow {
+		sc.mu.Unlock()
 		return connError(http2.ErrCodeFlowControl, "DATA beyond the connection's flow-control window")
 	}
 	sc.recvWindow -= n
+	sc.mu.Unlock()
 	if id > sc.maxClientID {
 		return connError(http2.ErrCodeProtocol, "DATA on idle stream %d", id)
 	}
