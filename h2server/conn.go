@@ -51,8 +51,11 @@ type serverConn struct {
 	maxHeaderBytes uint32
 	idleTimeout    time.Duration
 
-	// Reader-only state.
-	maxClientID uint32 // the highest stream id the client has opened
+	// Reader-only state. maxClientID, the highest stream id the client
+	// has opened, is written only by the reader, under mu: a GOAWAY sent
+	// from another goroutine (Shutdown, the idle timer, a handler's
+	// "Connection: close") reads it under mu.
+	maxClientID uint32
 	sawSettings bool
 
 	// wake has room for one signal: the writer has work.
@@ -183,7 +186,9 @@ func (sc *serverConn) readLoop() error {
 					if mh, ok := f.(*http2.MetaHeadersFrame); ok {
 						// A malformed request still used its id.
 						if id := mh.StreamID; id > sc.maxClientID && id%2 == 1 {
+							sc.mu.Lock()
 							sc.maxClientID = id
+							sc.mu.Unlock()
 						}
 					}
 				}

@@ -207,9 +207,8 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	if id <= sc.maxClientID {
 		return connError(http2.ErrCodeStreamClosed, "HEADERS on closed stream %d", id)
 	}
-	sc.maxClientID = id
-
 	sc.mu.Lock()
+	sc.maxClientID = id
 	refuse := sc.closed || (sc.goAwaySent && id > sc.lastID) || uint32(len(sc.streams)) >= sc.maxStreams
 	if refuse {
 		sc.ctl = appendRSTStream(sc.ctl, id, http2.ErrCodeRefusedStream)

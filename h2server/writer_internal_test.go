@@ -15,9 +15,10 @@ import (
 
 // chunkSource gives each chunk put in ch at the next Fill.
 type chunkSource struct {
-	mu   sync.Mutex
-	next []byte
-	done chan struct{}
+	mu       sync.Mutex
+	next     []byte
+	done     chan struct{}
+	doneOnce sync.Once
 }
 
 func (s *chunkSource) Fill(dst []byte) ([]byte, bool) {
@@ -28,7 +29,8 @@ func (s *chunkSource) Fill(dst []byte) ([]byte, bool) {
 	return dst, true
 }
 
-func (s *chunkSource) Done() { close(s.done) }
+// Done may come once for each stream the source was given to.
+func (s *chunkSource) Done() { s.doneOnce.Do(func() { close(s.done) }) }
 
 func (s *chunkSource) put(b []byte) {
 	s.mu.Lock()
@@ -204,4 +206,63 @@ func waitIdle(t *testing.T, sc *serverConn) {
 			t.Fatal("the writer did not take the queued streams")
 		}
 	}
+}
+
+// TestMaxClientIDRead: the last stream id is read under the connection's
+// lock by GOAWAYs sent from other goroutines (Shutdown, the idle timer, a
+// handler's "Connection: close") while the reader opens streams; the race
+// detector checks the reader's writes of it are ordered with those reads.
+func TestMaxClientIDRead(t *testing.T) {
+	src := &chunkSource{done: make(chan struct{})}
+	woken := make(chan func(), 1000)
+	fr, enc, sc, _ := internalConn(t, src, woken)
+	stop := make(chan struct{})
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// What goAwayLocked does, without sending the GOAWAY.
+			sc.mu.Lock()
+			_ = sc.maxClientID
+			sc.mu.Unlock()
+		}
+	}()
+	go func() {
+		for {
+			if _, err := fr.ReadFrame(); err != nil {
+				return
+			}
+		}
+	}()
+	var hbuf bytesBuffer
+	enc = hpack.NewEncoder(&hbuf)
+	// The streams stay open (detached): fewer than the limit.
+	for id := uint32(3); id < 600; id += 2 {
+		hbuf.b = hbuf.b[:0]
+		enc.WriteField(hpack.HeaderField{Name: ":method", Value: "GET"})
+		enc.WriteField(hpack.HeaderField{Name: ":scheme", Value: "http"})
+		enc.WriteField(hpack.HeaderField{Name: ":authority", Value: "x"})
+		enc.WriteField(hpack.HeaderField{Name: ":path", Value: "/"})
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.b, EndStream: true, EndHeaders: true})
+	}
+	end := time.Now().Add(30 * time.Second)
+	for {
+		sc.mu.Lock()
+		id := sc.maxClientID
+		sc.mu.Unlock()
+		if id >= 599 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("the streams were not opened")
+		}
+		runtime.Gosched()
+	}
+	close(stop)
+	<-readerDone
 }
