@@ -147,15 +147,19 @@ func (sc *serverConn) run(sawPreface bool) {
 	sc.fr.SetMaxReadFrameSize(maxFrameSize)
 	sc.fr.SetReuseFrames()
 
-	// Our SETTINGS, then the connection window.
+	// Our SETTINGS, then the connection window, before anything queued
+	// already (a GOAWAY, when the connection came in during Shutdown):
+	// the server's preface is its SETTINGS.
 	sc.mu.Lock()
-	sc.ctl = appendSettings(sc.ctl, [][2]uint32{
+	queued := sc.ctl
+	sc.ctl = appendSettings(nil, [][2]uint32{
 		{uint32(http2.SettingMaxConcurrentStreams), sc.maxStreams},
 		{uint32(http2.SettingInitialWindowSize), DefaultStreamWindow},
 		{uint32(http2.SettingMaxHeaderListSize), sc.maxHeaderBytes},
 		{uint32(http2.SettingEnablePush), 0},
 	})
 	sc.ctl = appendWindowUpdate(sc.ctl, 0, DefaultConnWindow-initialWindow)
+	sc.ctl = append(sc.ctl, queued...)
 	sc.recvWindow = DefaultConnWindow
 	sc.idleTimer = time.AfterFunc(sc.idleTimeout, sc.idle)
 	sc.mu.Unlock()

@@ -266,3 +266,44 @@ func TestMaxClientIDRead(t *testing.T) {
 	close(stop)
 	<-readerDone
 }
+
+// TestSettingsFirstWhenShuttingDown: a connection that reaches the server
+// after Shutdown began still gets SETTINGS first, as the protocol's
+// preface requires, then GOAWAY, and is closed.
+func TestSettingsFirstWhenShuttingDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: http.NotFoundHandler()}
+	h2 := &Server{}
+	h2.Configure(hs)
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	// What hs.Shutdown does to h2, with the listener left open.
+	h2.shutdown()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	io.WriteString(c, clientPreface)
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	var types []http2.FrameType
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			break
+		}
+		types = append(types, f.Header().Type)
+	}
+	goAway := false
+	for _, typ := range types {
+		goAway = goAway || typ == http2.FrameGoAway
+	}
+	if len(types) < 2 || types[0] != http2.FrameSettings || !goAway {
+		t.Fatalf("frames %v, want SETTINGS first and a GOAWAY", types)
+	}
+}
