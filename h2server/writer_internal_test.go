@@ -250,18 +250,13 @@ func TestMaxClientIDRead(t *testing.T) {
 		enc.WriteField(hpack.HeaderField{Name: ":path", Value: "/"})
 		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.b, EndStream: true, EndHeaders: true})
 	}
-	end := time.Now().Add(30 * time.Second)
-	for {
-		sc.mu.Lock()
-		id := sc.maxClientID
-		sc.mu.Unlock()
-		if id >= 599 {
-			break
-		}
-		if time.Now().After(end) {
+	// Every stream (1 and 3 to 599) is detached before the test ends.
+	for range 300 {
+		select {
+		case <-woken:
+		case <-time.After(30 * time.Second):
 			t.Fatal("the streams were not opened")
 		}
-		runtime.Gosched()
 	}
 	close(stop)
 	<-readerDone
