@@ -2,7 +2,6 @@ package h2server_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -14,7 +13,6 @@ import (
 	"math/big"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -255,8 +253,7 @@ func isReset(err error) bool {
 }
 
 // until reads frames until match accepts one, and returns it; it fails the
-// test if the connection ends first. Every DATA payload read on the way is
-// added to data by stream.
+// test if the connection ends first.
 func (rc *rawConn) until(what string, match func(http2.Frame) bool) http2.Frame {
 	rc.t.Helper()
 	for {
@@ -432,9 +429,6 @@ func pattern(n int) []byte {
 	}
 	return b
 }
-
-var _ = context.Background
-var _ = os.ErrDeadlineExceeded
 
 func hpackField(name, value string) hpack.HeaderField {
 	return hpack.HeaderField{Name: name, Value: value}
