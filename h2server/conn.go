@@ -51,8 +51,11 @@ type serverConn struct {
 	maxHeaderBytes uint32
 	idleTimeout    time.Duration
 
-	// Reader-only state.
-	maxClientID uint32 // the highest stream id the client has opened
+	// Reader-only state. maxClientID, the highest stream id the client
+	// has opened, is written only by the reader, under mu: a GOAWAY sent
+	// from another goroutine (Shutdown, the idle timer, a handler's
+	// "Connection: close") reads it under mu.
+	maxClientID uint32
 	sawSettings bool
 
 	// wake has room for one signal: the writer has work.
@@ -144,15 +147,19 @@ func (sc *serverConn) run(sawPreface bool) {
 	sc.fr.SetMaxReadFrameSize(maxFrameSize)
 	sc.fr.SetReuseFrames()
 
-	// Our SETTINGS, then the connection window.
+	// Our SETTINGS, then the connection window, before anything queued
+	// already (a GOAWAY, when the connection came in during Shutdown):
+	// the server's preface is its SETTINGS.
 	sc.mu.Lock()
-	sc.ctl = appendSettings(sc.ctl, [][2]uint32{
+	queued := sc.ctl
+	sc.ctl = appendSettings(nil, [][2]uint32{
 		{uint32(http2.SettingMaxConcurrentStreams), sc.maxStreams},
 		{uint32(http2.SettingInitialWindowSize), DefaultStreamWindow},
 		{uint32(http2.SettingMaxHeaderListSize), sc.maxHeaderBytes},
 		{uint32(http2.SettingEnablePush), 0},
 	})
 	sc.ctl = appendWindowUpdate(sc.ctl, 0, DefaultConnWindow-initialWindow)
+	sc.ctl = append(sc.ctl, queued...)
 	sc.recvWindow = DefaultConnWindow
 	sc.idleTimer = time.AfterFunc(sc.idleTimeout, sc.idle)
 	sc.mu.Unlock()
@@ -183,7 +190,9 @@ func (sc *serverConn) readLoop() error {
 					if mh, ok := f.(*http2.MetaHeadersFrame); ok {
 						// A malformed request still used its id.
 						if id := mh.StreamID; id > sc.maxClientID && id%2 == 1 {
+							sc.mu.Lock()
 							sc.maxClientID = id
+							sc.mu.Unlock()
 						}
 					}
 				}
@@ -318,6 +327,7 @@ func (sc *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 			return connError(http2.ErrCodeFlowControl, "WINDOW_UPDATE overflows the connection's window")
 		}
 		for _, s := range sc.connBlocked {
+			s.connBlocked = false
 			if !s.closed {
 				sc.queueLocked(s)
 			}
@@ -354,6 +364,9 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 	if id > sc.maxClientID {
 		return connError(http2.ErrCodeProtocol, "DATA on idle stream %d", id)
 	}
+	// recvWindow is given back by handlers' reads (creditConnLocked), so
+	// it is taken under mu: a lost update would end the connection of a
+	// client that kept to its window.
 	sc.mu.Lock()
 	if n > sc.recvWindow {
 		sc.mu.Unlock()
@@ -547,8 +560,14 @@ func (sc *serverConn) fail(err error) {
 	sc.mu.Unlock()
 }
 
-// closeConn closes the socket and every stream, once.
-func (sc *serverConn) closeConn() {
+// closeConn closes the socket and every stream, once. Called by the
+// reader (not the writer), it waits for the writer to stop before it calls
+// the Sources' Done: the writer may be in a Source's Fill, and a Source is
+// never called by two goroutines at once. Closing the socket first ends a
+// write the writer is blocked in.
+func (sc *serverConn) closeConn() { sc.close(false) }
+
+func (sc *serverConn) close(fromWriter bool) {
 	sc.mu.Lock()
 	if sc.closed {
 		sc.mu.Unlock()
@@ -566,6 +585,9 @@ func (sc *serverConn) closeConn() {
 	sc.signalLocked()
 	sc.mu.Unlock()
 	sc.conn.Close()
+	if !fromWriter {
+		<-sc.writerDone
+	}
 	for _, d := range done {
 		d.Done()
 	}

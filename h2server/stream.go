@@ -39,8 +39,8 @@ type Source interface {
 // each time wake is called, what src.Fill gives; the handler should return
 // at once, and the stream stays open until Fill reports it closed. ok is
 // false, and nothing is done, when w is not an HTTP/2 response of this
-// package or its head was already sent: the caller serves the stream
-// itself then.
+// package or its head or some body was already written: the caller serves
+// the stream itself then.
 //
 // wake may be called from any goroutine, any number of times; it only
 // queues the stream for the writer.
@@ -67,8 +67,10 @@ type stream struct {
 	recvWindow int64
 	// remoteClosed is set once the client has ended its side.
 	remoteClosed bool
-	// queued is set while the stream is in sc.ready.
-	queued bool
+	// queued is set while the stream is in sc.ready; connBlocked, while
+	// it is in sc.connBlocked.
+	queued      bool
+	connBlocked bool
 	// closed is set once the stream left sc.streams (both sides ended, or
 	// reset); closeErr says why, for a handler still writing.
 	closed   bool
@@ -205,9 +207,8 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	if id <= sc.maxClientID {
 		return connError(http2.ErrCodeStreamClosed, "HEADERS on closed stream %d", id)
 	}
-	sc.maxClientID = id
-
 	sc.mu.Lock()
+	sc.maxClientID = id
 	refuse := sc.closed || (sc.goAwaySent && id > sc.lastID) || uint32(len(sc.streams)) >= sc.maxStreams
 	if refuse {
 		sc.ctl = appendRSTStream(sc.ctl, id, http2.ErrCodeRefusedStream)
@@ -448,9 +449,12 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	if !bodyAllowed(w.status) {
 		return 0, http.ErrBodyNotAllowed
 	}
-	if w.isHead {
+	if w.isHead && w.committed {
 		return len(p), nil
 	}
+	// A HEAD response's body is gathered like any other until the head
+	// goes (its Content-Type and Content-Length are those of the body a
+	// GET would get, as with net/http), then dropped.
 	if w.buf == nil {
 		w.buf = getBuf()
 	}
@@ -538,6 +542,9 @@ func (w *responseWriter) handOff(end bool) error {
 		w.committed = true
 		s.head = w.makeHead(end)
 	}
+	if w.isHead {
+		w.buf = w.buf[:0]
+	}
 	if len(w.buf) > 0 {
 		if s.out == nil {
 			s.out, w.buf = w.buf, nil
@@ -570,11 +577,13 @@ func (w *responseWriter) makeHead(end bool) *responseHead {
 	if _, ok := h["Date"]; !ok {
 		h["Date"] = []string{time.Now().UTC().Format(http.TimeFormat)}
 	}
-	if bodyAllowed(w.status) && !w.isHead {
+	if bodyAllowed(w.status) {
 		if _, ok := h["Content-Type"]; !ok && len(w.buf) > 0 && h.Get("Content-Encoding") == "" {
 			h["Content-Type"] = []string{http.DetectContentType(w.buf)}
 		}
-		if _, ok := h["Content-Length"]; !ok && end {
+		// A HEAD handler that wrote nothing does not say the body is
+		// empty.
+		if _, ok := h["Content-Length"]; !ok && end && (len(w.buf) > 0 || !w.isHead) {
 			h["Content-Length"] = []string{strconv.Itoa(len(w.buf))}
 		}
 	}
@@ -618,7 +627,9 @@ func (w *responseWriter) releaseBuf() {
 
 // detach hands the stream to src (see Detach).
 func (w *responseWriter) detach(src Source) (func(), bool) {
-	if w.committed || w.detached || w.isHead {
+	// Body bytes written but not yet handed off count as sent: detaching
+	// would drop them.
+	if w.committed || w.detached || w.isHead || len(w.buf) > 0 {
 		return nil, false
 	}
 	if !w.wroteHeader {

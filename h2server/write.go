@@ -88,14 +88,14 @@ func (sc *serverConn) writeLoop() {
 			w.fill = nil
 		}
 		if w.err != nil {
-			sc.closeConn()
+			sc.close(true)
 			return
 		}
 		sc.mu.Lock()
 		closeNow := sc.closeAfterWrite && len(sc.ctl) == 0 && len(sc.ready) == 0
 		sc.mu.Unlock()
 		if closeNow {
-			sc.closeConn()
+			sc.close(true)
 			return
 		}
 	}
@@ -168,11 +168,21 @@ func (w *writer) stream(s *stream) {
 		default:
 			s.pending = append([]byte(nil), data[n:]...)
 		}
-		if s.endSent {
+		switch {
+		case s.endSent:
 			w.ended(s)
-		} else if s.fillDue && len(s.pending) == 0 {
+		case !s.fillDue || len(s.pending) > 0 || s.srcEnded:
+		case s.sendWindow > 0 && sc.sendWindow > 0:
 			// Woken again while it was filled: the next round fills it.
 			sc.queueLocked(s)
+		case s.sendWindow > 0:
+			// Woken with the connection's window spent: its WINDOW_UPDATE
+			// queues s again. Queued now, s would keep the writer
+			// spinning with nothing to send.
+			sc.blockOnConnLocked(s)
+		default:
+			// The stream's own window is spent: its WINDOW_UPDATE (or
+			// SETTINGS) queues it again, as fillDue is set.
 		}
 		return
 	}
@@ -205,7 +215,7 @@ func (w *writer) data(s *stream, p []byte, end bool) (int, bool) {
 		n = int(max(allow, 0))
 		blocked = true
 		if sc.sendWindow <= s.sendWindow {
-			sc.connBlocked = append(sc.connBlocked, s)
+			sc.blockOnConnLocked(s)
 		}
 	}
 	if n > 0 || (end && !blocked) {
@@ -217,6 +227,16 @@ func (w *writer) data(s *stream, p []byte, end bool) (int, bool) {
 		}
 	}
 	return n, blocked
+}
+
+// blockOnConnLocked puts s, once, in the streams a WINDOW_UPDATE of the
+// connection queues again. Once: a stream woken often while the client
+// reads nothing would otherwise add itself at each wake.
+func (sc *serverConn) blockOnConnLocked(s *stream) {
+	if !s.connBlocked {
+		s.connBlocked = true
+		sc.connBlocked = append(sc.connBlocked, s)
+	}
 }
 
 // ended closes s once its END_STREAM is encoded. A client that has not
