@@ -50,6 +50,7 @@ type serverConn struct {
 	maxStreams     uint32
 	maxHeaderBytes uint32
 	idleTimeout    time.Duration
+	writeTimeout   time.Duration
 
 	// Reader-only state. maxClientID, the highest stream id the client
 	// has opened, is written only by the reader, under mu: a GOAWAY sent
@@ -120,6 +121,10 @@ func newServerConn(s *Server, hs *http.Server, c net.Conn, h http.Handler, ctx c
 	sc.maxHeaderBytes = DefaultMaxHeaderBytes
 	if hs.MaxHeaderBytes > 0 {
 		sc.maxHeaderBytes = uint32(hs.MaxHeaderBytes)
+	}
+	sc.writeTimeout = DefaultWriteTimeout
+	if s.WriteTimeout > 0 {
+		sc.writeTimeout = s.WriteTimeout
 	}
 	sc.idleTimeout = DefaultIdleTimeout
 	if hs.IdleTimeout > 0 {

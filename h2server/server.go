@@ -28,6 +28,14 @@ const (
 	// DefaultIdleTimeout closes a connection that has had no open stream
 	// for that long, when the http.Server sets no IdleTimeout.
 	DefaultIdleTimeout = 2 * time.Minute
+	// DefaultWriteTimeout bounds one socket write of a connection: a
+	// client that has taken nothing for that long while the node has
+	// frames for it (it stopped reading, and its socket buffer is full)
+	// loses the connection, rather than keeping its writer, its streams'
+	// subscriptions and its handlers waiting for good. A client that
+	// reads at all, however slowly, takes a write of at most 64 KiB within
+	// it.
+	DefaultWriteTimeout = time.Minute
 	// DefaultMaxHeaderBytes bounds a request's header list, when the
 	// http.Server sets no MaxHeaderBytes.
 	DefaultMaxHeaderBytes = 1 << 20
@@ -40,6 +48,8 @@ type Server struct {
 	// MaxConcurrentStreams is the limit announced in SETTINGS; 0 means
 	// DefaultMaxConcurrentStreams.
 	MaxConcurrentStreams uint32
+	// WriteTimeout bounds one socket write; 0 means DefaultWriteTimeout.
+	WriteTimeout time.Duration
 
 	mu           sync.Mutex
 	conns        map[*serverConn]struct{}

@@ -439,7 +439,14 @@ func bodyAllowed(status int) bool {
 	return status != http.StatusNoContent && status != http.StatusNotModified
 }
 
-func (w *responseWriter) Write(p []byte) (int, error) {
+func (w *responseWriter) Write(p []byte) (int, error) { return writeBody(w, p) }
+
+func (w *responseWriter) WriteString(p string) (int, error) { return writeBody(w, p) }
+
+// writeBody is Write and WriteString: the body is gathered in w.buf and
+// handed to the connection every handOffSize (or on Flush, or when the
+// handler returns).
+func writeBody[T string | []byte](w *responseWriter, p T) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -455,25 +462,6 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	// A HEAD response's body is gathered like any other until the head
 	// goes (its Content-Type and Content-Length are those of the body a
 	// GET would get, as with net/http), then dropped.
-	if w.buf == nil {
-		w.buf = getBuf()
-	}
-	w.buf = append(w.buf, p...)
-	if len(w.buf) >= handOffSize {
-		if err := w.handOff(false); err != nil {
-			return 0, err
-		}
-	}
-	return len(p), nil
-}
-
-func (w *responseWriter) WriteString(p string) (int, error) {
-	if !w.wroteHeader {
-		w.WriteHeader(http.StatusOK)
-	}
-	if w.detached || !bodyAllowed(w.status) || w.isHead {
-		return w.Write([]byte(p))
-	}
 	if w.buf == nil {
 		w.buf = getBuf()
 	}

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
@@ -104,6 +105,7 @@ func (sc *serverConn) writeLoop() {
 // flush writes the gathered frames.
 func (w *writer) flush() {
 	if len(w.buf) > 0 && w.err == nil {
+		w.sc.conn.SetWriteDeadline(time.Now().Add(w.sc.writeTimeout))
 		_, w.err = w.sc.conn.Write(w.buf)
 	}
 	w.buf = w.buf[:0]
