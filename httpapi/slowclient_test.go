@@ -112,9 +112,13 @@ func TestStalledBodyDoesNotDelayShutdown(t *testing.T) {
 
 // A body that keeps arriving, slower than the deadline in total, is not cut.
 func TestSlowButSteadyBodyIsNotCut(t *testing.T) {
-	const deadline = time.Second
+	t.Parallel()
+	// Pieces come every 250 ms against a 2 s deadline, which is pushed
+	// back once half spent: a piece may come up to 1 s late, behind other
+	// jobs on a busy machine, before this test could fail for it.
+	const deadline = 2 * time.Second
 	_, addr, entered := slowServer(t, deadline)
-	body := `{"addr": "10.0.0.1:80", "proto": "http", "meta": {"pad": "` + strings.Repeat("x", 64) + `"}}`
+	body := `{"addr": "10.0.0.1:80", "proto": "http", "meta": {"pad": "` + strings.Repeat("x", 200) + `"}}`
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -122,12 +126,14 @@ func TestSlowButSteadyBodyIsNotCut(t *testing.T) {
 	defer conn.Close()
 	fmt.Fprintf(conn, "PUT /services/slow/instances/a HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
 	<-entered
-	// A piece every 300 ms: 3 s in all, three times the deadline.
-	tick := time.NewTicker(300 * time.Millisecond)
+	// A piece every 250 ms: 6.25 s in all, three times the deadline.
+	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	for i := 0; i < len(body); i += len(body)/10 + 1 {
+	const pieces = 25
+	step := (len(body) + pieces - 1) / pieces
+	for i := 0; i < len(body); i += step {
 		<-tick.C
-		if _, err := conn.Write([]byte(body[i:min(i+len(body)/10+1, len(body))])); err != nil {
+		if _, err := conn.Write([]byte(body[i:min(i+step, len(body))])); err != nil {
 			t.Fatalf("the server cut a body still arriving: %v", err)
 		}
 	}
