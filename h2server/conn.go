@@ -70,9 +70,8 @@ type serverConn struct {
 	// (SETTINGS and PING acknowledgements, WINDOW_UPDATE, RST_STREAM,
 	// GOAWAY), written before the streams' frames.
 	ctl []byte
-	// ready are the streams with output to write; readyNext is the
-	// writer's spare, swapped in as ready is taken.
-	ready, readyNext []*stream
+	// ready are the streams with output to write.
+	ready []*stream
 	// connBlocked are streams that stopped for the connection's send
 	// window; a WINDOW_UPDATE on stream 0 wakes them.
 	connBlocked []*stream
