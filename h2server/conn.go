@@ -186,19 +186,27 @@ func (sc *serverConn) run(sawPreface bool) {
 // readLoop handles frames until a connection error or the socket ends.
 func (sc *serverConn) readLoop() error {
 	for {
-		f, err := sc.fr.ReadFrame()
+		fh, err := sc.fr.ReadFrameHeader()
+		if err != nil {
+			return err
+		}
+		f, err := sc.fr.ReadFrameForHeader(fh)
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
-				if f != nil {
-					if mh, ok := f.(*http2.MetaHeadersFrame); ok {
-						// A malformed request still used its id.
-						if id := mh.StreamID; id > sc.maxClientID && id%2 == 1 {
-							sc.mu.Lock()
-							sc.maxClientID = id
-							sc.mu.Unlock()
-						}
+				switch {
+				case fh.Type == http2.FrameHeaders:
+					// A malformed request still used its id.
+					if id := fh.StreamID; id > sc.maxClientID && id%2 == 1 {
+						sc.mu.Lock()
+						sc.maxClientID = id
+						sc.mu.Unlock()
 					}
+				case se.StreamID > sc.maxClientID:
+					// Any other frame on a stream the client never opened
+					// is a connection error, whatever else is wrong with it
+					// (RFC 9113 5.1).
+					return connError(http2.ErrCodeProtocol, "%s on idle stream %d", fh.Type, se.StreamID)
 				}
 				sc.resetStream(se.StreamID, se.Code)
 				continue

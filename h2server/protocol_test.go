@@ -129,6 +129,8 @@ func TestProtocolErrors(t *testing.T) {
 				rc.request(1, "GET", "/block", false)
 				rc.check(rc.fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, BlockFragment: []byte{0x82}, EndHeaders: true}))
 			}},
+		{name: "WINDOW_UPDATE of 0 on idle stream", isConnection: true, goAway: http2.ErrCodeProtocol,
+			send: func(rc *rawConn, _ *blockingHandler) { rc.check(rc.fr.WriteWindowUpdate(9, 0)) }},
 		{name: "RST_STREAM on idle stream", isConnection: true, goAway: http2.ErrCodeProtocol,
 			send: func(rc *rawConn, _ *blockingHandler) { rc.check(rc.fr.WriteRSTStream(7, http2.ErrCodeCancel)) }},
 		{name: "SETTINGS with a bad window", isConnection: true, goAway: http2.ErrCodeFlowControl,
