@@ -322,7 +322,7 @@ func (sc *serverConn) onSettings(f *http2.SettingsFrame) error {
 		return err
 	}
 	sc.ctl = appendSettingsAck(sc.ctl)
-	sc.signalLocked()
+	sc.signal()
 	return nil
 }
 
@@ -448,14 +448,14 @@ func (sc *serverConn) creditLocked(s *stream, n int64) {
 		s.recvWindow += n
 		sc.ctl = appendWindowUpdate(sc.ctl, s.id, uint32(n))
 	}
-	sc.signalLocked()
+	sc.signal()
 }
 
 // creditConnLocked gives n bytes of the connection's receive window back.
 func (sc *serverConn) creditConnLocked(n int64) {
 	sc.recvWindow += n
 	sc.ctl = appendWindowUpdate(sc.ctl, 0, uint32(n))
-	sc.signalLocked()
+	sc.signal()
 }
 
 // resetStream answers a stream error found by the Framer.
@@ -465,7 +465,7 @@ func (sc *serverConn) resetStream(id uint32, code http2.ErrCode) {
 		sc.closeStreamLocked(s, streamErr(code))
 	}
 	sc.ctl = appendRSTStream(sc.ctl, id, code)
-	sc.signalLocked()
+	sc.signal()
 	sc.mu.Unlock()
 }
 
@@ -473,7 +473,7 @@ func (sc *serverConn) resetStream(id uint32, code http2.ErrCode) {
 func (sc *serverConn) resetStreamLocked(s *stream, code http2.ErrCode) {
 	sc.closeStreamLocked(s, streamErr(code))
 	sc.ctl = appendRSTStream(sc.ctl, s.id, code)
-	sc.signalLocked()
+	sc.signal()
 }
 
 var errClientReset = errors.New("h2server: stream reset by the client")
@@ -491,8 +491,6 @@ func (sc *serverConn) signal() {
 	default:
 	}
 }
-
-func (sc *serverConn) signalLocked() { sc.signal() }
 
 // queueLocked puts s in the writer's ready list.
 func (sc *serverConn) queueLocked(s *stream) {
@@ -514,7 +512,7 @@ func (sc *serverConn) idle() {
 	}
 	sc.goAwayLocked(http2.ErrCodeNo, "idle")
 	sc.closeAfterWrite = true
-	sc.signalLocked()
+	sc.signal()
 	sc.mu.Unlock()
 }
 
@@ -529,7 +527,7 @@ func (sc *serverConn) startDrain() {
 	if len(sc.streams) == 0 {
 		sc.closeAfterWrite = true
 	}
-	sc.signalLocked()
+	sc.signal()
 	sc.mu.Unlock()
 }
 
@@ -568,7 +566,7 @@ func (sc *serverConn) fail(err error) {
 	sc.goAwaySent = false // a connection error's GOAWAY follows any graceful one
 	sc.goAwayLocked(code, reason)
 	sc.closeAfterWrite = true
-	sc.signalLocked()
+	sc.signal()
 	sc.mu.Unlock()
 }
 
@@ -594,7 +592,7 @@ func (sc *serverConn) close(fromWriter bool) {
 	}
 	done := sc.doneDue
 	sc.doneDue = nil
-	sc.signalLocked()
+	sc.signal()
 	sc.mu.Unlock()
 	sc.conn.Close()
 	if !fromWriter {

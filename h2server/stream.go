@@ -151,12 +151,12 @@ func (sc *serverConn) closeStreamLocked(s *stream, err error) {
 	if s.src != nil && !s.srcDone {
 		s.srcDone = true
 		sc.doneDue = append(sc.doneDue, s.src)
-		sc.signalLocked()
+		sc.signal()
 	}
 	if len(sc.streams) == 0 {
 		if sc.draining {
 			sc.closeAfterWrite = true
-			sc.signalLocked()
+			sc.signal()
 		} else if sc.idleTimer != nil && !sc.closed {
 			sc.idleTimer.Reset(sc.idleTimeout)
 		}
@@ -212,7 +212,7 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	refuse := sc.closed || (sc.goAwaySent && id > sc.lastID) || uint32(len(sc.streams)) >= sc.maxStreams
 	if refuse {
 		sc.ctl = appendRSTStream(sc.ctl, id, http2.ErrCodeRefusedStream)
-		sc.signalLocked()
+		sc.signal()
 	}
 	sc.mu.Unlock()
 	if refuse {

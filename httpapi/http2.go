@@ -19,8 +19,6 @@ const MaxConcurrentStreams = h2server.DefaultMaxConcurrentStreams
 // and in clear text (h2c with prior knowledge), so that many event streams
 // share one connection. HTTP/2 is served by package h2server, whose
 // connections write event streams without a goroutine each (sse_h2.go).
-func EnableHTTP2(srv *http.Server) *h2server.Server {
-	s := &h2server.Server{MaxConcurrentStreams: MaxConcurrentStreams}
-	s.Configure(srv)
-	return s
+func EnableHTTP2(srv *http.Server) {
+	(&h2server.Server{MaxConcurrentStreams: MaxConcurrentStreams}).Configure(srv)
 }

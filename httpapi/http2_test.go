@@ -25,12 +25,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/discoverd/discoverd/api"
-	"github.com/discoverd/discoverd/httpapi"
+	"github.com/discoverd/discoverd/integration"
 	"github.com/discoverd/discoverd/internal/testnode"
 	"github.com/discoverd/discoverd/node"
 )
@@ -172,18 +171,6 @@ func expectEvent(t testing.TB, st *sseStream, kind api.EventKind, id string) sse
 func skipToCurrent(t testing.TB, st *sseStream) {
 	t.Helper()
 	for nextEvent(t, st).ev.Kind != api.EventCurrent {
-	}
-}
-
-// waitUntil polls cond until it holds, failing the test at h2Deadline.
-func waitUntil(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(h2Deadline)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", h2Deadline, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -444,11 +431,11 @@ func TestHTTP2EventStreams(t *testing.T) {
 
 			// Cancelling streams (RST_STREAM; the connection stays)
 			// releases them on the node.
-			waitUntil(t, "three open streams in discoverd_event_streams", func() bool { return eventStreams(t, s) == base+3 })
+			integration.WaitFor(t, h2Deadline, "three open streams in discoverd_event_streams", func() bool { return eventStreams(t, s) == base+3 })
 			all.close()
 			leader.close()
 			resumed.close()
-			waitUntil(t, "the cancelled streams released", func() bool { return eventStreams(t, s) == base })
+			integration.WaitFor(t, h2Deadline, "the cancelled streams released", func() bool { return eventStreams(t, s) == base })
 			if d := dials.Load(); d != 1 {
 				t.Fatalf("the streams took %d connections, want 1", d)
 			}
@@ -461,28 +448,7 @@ func TestHTTP2EventStreams(t *testing.T) {
 // testKeepAlive, and to shut it down as cmd/discoverd does.
 func ownServer(t *testing.T) (*h2Node, *http.Server) {
 	t.Helper()
-	nd, err := node.New(node.Config{
-		DataDir:             t.TempDir(),
-		Addr:                "127.0.0.1:0",
-		InstanceTTL:         stableTTL,
-		ExpiryCheckInterval: testCheckInterval,
-		Log:                 zerolog.Nop(),
-	})
-	if err != nil {
-		t.Fatalf("node.New: %v", err)
-	}
-	srv := httpapi.NewServer(httpapi.New(nd, httpapi.Options{KeepAlive: testKeepAlive}), httpapi.ServerOptions{})
-	httpapi.EnableHTTP2(srv)
-	go srv.Serve(nd.HTTPListener())
-	t.Cleanup(func() {
-		srv.Close()
-		nd.Close()
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), h2Deadline)
-	defer cancel()
-	if err := nd.WaitLeader(ctx); err != nil {
-		t.Fatalf("WaitLeader: %v", err)
-	}
+	nd, srv := serveNode(t)
 	n := &h2Node{addr: nd.Addr(), url: "http://" + nd.Addr(), n: nd}
 	s := n.server(t, n.transport(false, nil), false)
 	// The first write may race the node settling into leadership.
@@ -1226,7 +1192,7 @@ func TestHTTP2StalledReaderDoesNotHoldOthers(t *testing.T) {
 			// past the 65,535 bytes every stream starts with.
 			stalled := dialRaw(t, n)
 			stalled.headers(1, stalled.request("GET", "/services/web", hpack.HeaderField{Name: "accept", Value: "text/event-stream"}))
-			waitUntil(t, "the stalled stream open", func() bool { return eventStreams(t, s) == base+1 })
+			integration.WaitFor(t, h2Deadline, "the stalled stream open", func() bool { return eventStreams(t, s) == base+1 })
 
 			// 2 MiB of events, many times that window, while another
 			// connection is served.
@@ -1262,7 +1228,7 @@ func TestHTTP2StalledReaderDoesNotHoldOthers(t *testing.T) {
 
 			// Closing the stalled connection releases its stream.
 			stalled.conn.Close()
-			waitUntil(t, "the stalled stream released", func() bool { return eventStreams(t, s) <= base+1 })
+			integration.WaitFor(t, h2Deadline, "the stalled stream released", func() bool { return eventStreams(t, s) <= base+1 })
 		})
 	}
 }

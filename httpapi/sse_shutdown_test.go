@@ -19,28 +19,7 @@ import (
 // (many on one connection) alike, each with its error event, and that the
 // server then shuts down without waiting for any.
 func TestEndStreamsEndsEveryStream(t *testing.T) {
-	n, err := node.New(node.Config{
-		DataDir:             t.TempDir(),
-		Addr:                "127.0.0.1:0",
-		InstanceTTL:         stableTTL,
-		ExpiryCheckInterval: testCheckInterval,
-		Log:                 zerolog.Nop(),
-	})
-	if err != nil {
-		t.Fatalf("node.New: %v", err)
-	}
-	srv := httpapi.NewServer(httpapi.New(n, httpapi.Options{KeepAlive: testKeepAlive}), httpapi.ServerOptions{})
-	httpapi.EnableHTTP2(srv)
-	go srv.Serve(n.HTTPListener())
-	t.Cleanup(func() {
-		srv.Close()
-		n.Close()
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := n.WaitLeader(ctx); err != nil {
-		t.Fatalf("WaitLeader: %v", err)
-	}
+	n, srv := serveNode(t)
 	h1 := &http.Transport{MaxIdleConnsPerHost: 16}
 	h2 := &http.Transport{Protocols: new(http.Protocols)}
 	h2.Protocols.SetUnencryptedHTTP2(true)
@@ -116,4 +95,34 @@ func endsWithError(t *testing.T, i int, st *sseStream) {
 			t.Fatalf("stream %d (%s): no error event", i, st.resp.Proto)
 		}
 	}
+}
+
+// serveNode starts a node that leads a cluster of its own and serves its
+// API, HTTP/2 enabled, on a server of the test's own (with testKeepAlive),
+// which the test may shut down as cmd/discoverd does.
+func serveNode(t *testing.T) (*node.Node, *http.Server) {
+	t.Helper()
+	n, err := node.New(node.Config{
+		DataDir:             t.TempDir(),
+		Addr:                "127.0.0.1:0",
+		InstanceTTL:         stableTTL,
+		ExpiryCheckInterval: testCheckInterval,
+		Log:                 zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatalf("node.New: %v", err)
+	}
+	srv := httpapi.NewServer(httpapi.New(n, httpapi.Options{KeepAlive: testKeepAlive}), httpapi.ServerOptions{})
+	httpapi.EnableHTTP2(srv)
+	go srv.Serve(n.HTTPListener())
+	t.Cleanup(func() {
+		srv.Close()
+		n.Close()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.WaitLeader(ctx); err != nil {
+		t.Fatalf("WaitLeader: %v", err)
+	}
+	return n, srv
 }

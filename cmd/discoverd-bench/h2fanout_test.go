@@ -233,7 +233,8 @@ type h2TestServer struct {
 	maxStreams uint32
 	mu         sync.Mutex
 	conns      []*h2TestConn
-	pingAcks   int
+	// pingAcks gets one value for each PING of the server's answered.
+	pingAcks chan struct{}
 }
 
 type h2TestConn struct {
@@ -249,7 +250,7 @@ func startH2TestServer(t *testing.T, maxStreams uint32) *h2TestServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &h2TestServer{t: t, ln: ln, maxStreams: maxStreams}
+	s := &h2TestServer{t: t, ln: ln, maxStreams: maxStreams, pingAcks: make(chan struct{}, 64)}
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
 		ln.Close()
@@ -302,9 +303,7 @@ func (s *h2TestServer) serve(nc net.Conn) {
 			}
 		case *http2.PingFrame:
 			if f.IsAck() && string(f.Data[:4]) == "ping" {
-				s.mu.Lock()
-				s.pingAcks++
-				s.mu.Unlock()
+				s.pingAcks <- struct{}{}
 			}
 		case *http2.MetaHeadersFrame:
 			if f.PseudoValue("path") != "/services/s/leader" || !f.StreamEnded() {
@@ -389,14 +388,11 @@ func TestH2RawServer(t *testing.T) {
 	}
 	// Every connection answered the server's PING (its reader may not
 	// have got to the answer yet).
-	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
-		s.mu.Lock()
-		acks := s.pingAcks
-		s.mu.Unlock()
-		if acks == len(conns) {
-			break
-		}
-		if time.Since(start) > 30*time.Second {
+	pingDeadline := time.After(30 * time.Second)
+	for acks := 0; acks < len(conns); acks++ {
+		select {
+		case <-s.pingAcks:
+		case <-pingDeadline:
 			t.Fatalf("%d PINGs answered, want %d", acks, len(conns))
 		}
 	}
